@@ -1,0 +1,331 @@
+"""GLVD: keypoint-guided learned vertex descent.
+
+Every step first refines K keypoints (template surface points) from their
+pixel-aligned features in every view, then moves every vertex with a shared
+MLP that sees (a) the vertex's own pooled pixel-aligned features, (b) its
+offsets to its M nearest keypoints (the guidance), (c) a learned per-vertex
+embedding. Per-vertex cost is O(N): nothing is computed for vertex pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cameras import FRONTAL_R, Cameras, matrix_to_rotation_6d, rotation_6d_to_matrix
+from .encoder import FeatureMaps, ImageEncoder
+from .errors import Cancelled
+from .topology import Template, nearest_keypoints, quad_corner_operator, vertex_normals
+
+#: metres per unit of network output (displacements are predicted in cm)
+OUT_SCALE = 0.01
+#: offsets are fed to MLPs in decimetres so that they are of order 1
+IN_SCALE = 10.0
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 192
+    encoder_widths: tuple[int, ...] = (32, 48, 96, 144, 192)
+    kp_feat: int = 64  # per scale, for keypoints
+    kp_hidden: int = 256
+    kp_embed: int = 32
+    vert_hidden: int = 64
+    neighbours: int = 8  # M nearest keypoints per vertex
+    steps: int = 10
+    guidance: bool = True  # False = the plain LVD ablation (no keypoint module)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["encoder_widths"] = list(self.encoder_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["encoder_widths"] = tuple(d["encoder_widths"])
+        return cls(**d)
+
+
+def sample_maps(maps: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear samples of per-view maps at pixel positions.
+
+    Args:
+        maps: ``(B*V, C, H, W)``.
+        uv: ``(B, V, P, 2)`` pixels of an ``size``-square crop.
+    Returns:
+        ``(B, V, P, C)``.
+    """
+    B, V, P, _ = uv.shape
+    grid = (uv / size * 2.0 - 1.0).reshape(B * V, P, 1, 2)
+    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(B, V, -1, P).transpose(-1, -2)
+
+
+def fuse_maps(maps: list[torch.Tensor], combine: str = "sum") -> torch.Tensor:
+    """Upsample multi-scale maps to the finest one and sum (or concatenate) them.
+
+    One bilinear lookup per point then reads all scales at once (sampling is the
+    hot loop of every step).
+    """
+    size = maps[0].shape[-2:]
+    up = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
+    return torch.cat(up, 1) if combine == "cat" else torch.stack(up, 0).sum(0)
+
+
+def view_weights(points: torch.Tensor, normals: torch.Tensor, cams: Cameras) -> torch.Tensor:
+    """Soft visibility: how squarely each point faces each camera, normalised over views.
+
+    Args:
+        points, normals: ``(B, P, 3)``.
+    Returns:
+        ``(B, V, P, 1)`` weights summing to 1 over V.
+    """
+    to_cam = F.normalize(cams.centres()[:, :, None, :] - points[:, None], dim=-1)
+    cos = (to_cam * normals[:, None]).sum(-1, keepdim=True)
+    logits = 6.0 * cos
+    return torch.softmax(logits, dim=1)
+
+
+class KeypointModule(nn.Module):
+    """Refines K keypoints: per-view prediction in camera frame, rotated to the head, pooled."""
+
+    def __init__(self, cfg: ModelConfig, feat_channels: tuple[int, ...], global_channels: int, num_kp: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(c, cfg.kp_feat, 1) for c in feat_channels)
+        self.embed = nn.Parameter(torch.randn(num_kp, cfg.kp_embed) * 0.1)
+        self.global_proj = nn.Linear(global_channels, 64)
+        cin = cfg.kp_feat * len(feat_channels) + cfg.kp_embed + 64 + 3 + 1
+        self.mlp = nn.Sequential(
+            nn.Linear(cin, cfg.kp_hidden), nn.ReLU(inplace=True),
+            nn.Linear(cfg.kp_hidden, cfg.kp_hidden), nn.ReLU(inplace=True),
+            nn.Linear(cfg.kp_hidden, 3),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def prepare(self, feats: FeatureMaps) -> dict:
+        maps = [p(m) for p, m in zip(self.proj, feats.maps)]
+        return {"map": fuse_maps(maps, combine="cat"), "global": self.global_proj(feats.global_)}
+
+    def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, kp: torch.Tensor, kp_template: torch.Tensor,
+                kp_normals: torch.Tensor) -> torch.Tensor:
+        """``kp (B, K, 3)`` -> refined ``(B, K, 3)``."""
+        B, V = cams.batch, cams.views
+        uv, depth = cams.project(kp)
+        sampled = sample_maps(prep["map"], uv, feats.size)  # (B,V,K,C)
+        Kn = kp.shape[1]
+        # the keypoint's offset from its template position and its depth, seen from this camera
+        off = torch.einsum("bvij,bkj->bvki", cams.R, kp - kp_template) * IN_SCALE
+        z = (depth - cams.t[:, :, None, 2])[..., None] * IN_SCALE
+        g = prep["global"].reshape(B, V, 1, -1).expand(B, V, Kn, -1)
+        emb = self.embed[None, None].expand(B, V, Kn, -1)
+        h = torch.cat([sampled, emb, g, off, z], -1)
+        d_cam = self.mlp(h) * OUT_SCALE  # (B,V,K,3) in each camera's frame
+        d_head = torch.einsum("bvji,bvkj->bvki", cams.R, d_cam)
+        w = view_weights(kp, kp_normals, cams)
+        return kp + (w * d_head).sum(1)
+
+
+class VertexModule(nn.Module):
+    """Moves every vertex with one shared MLP; O(N) per step.
+
+    The first layer is linear in the pixel-aligned features, so it is folded into
+    the feature maps (``proj``) before sampling: a vertex samples its own
+    pre-activations directly instead of a wide feature vector.
+    """
+
+    def __init__(self, cfg: ModelConfig, feat_channels: tuple[int, ...], global_channels: int, num_vertices: int,
+                 neighbour_ids: torch.Tensor) -> None:
+        super().__init__()
+        H = cfg.vert_hidden
+        self.register_buffer("neighbours", neighbour_ids, persistent=True)  # (N, M) keypoint indices
+        m = neighbour_ids.shape[1]
+        self.proj = nn.ModuleList(nn.Conv2d(c, H, 1, bias=False) for c in feat_channels)
+        self.rel = nn.Linear(3 * m + 9, H)
+        self.global_proj = nn.Linear(global_channels, H, bias=False)
+        self.vertex_embed = nn.Parameter(torch.zeros(num_vertices, H))  # a learned per-vertex bias/embedding
+        self.l2 = nn.Linear(H, H)
+        self.l3 = nn.Linear(H, 3)
+        nn.init.zeros_(self.l3.weight)
+        nn.init.zeros_(self.l3.bias)
+        self.guided = cfg.guidance
+
+    def prepare(self, feats: FeatureMaps) -> dict:
+        return {"map": fuse_maps([p(m) for p, m in zip(self.proj, feats.maps)]),
+                "global": self.global_proj(feats.global_)}
+
+    def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
+                normals: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Move vertices.
+
+        Args:
+            x: ``(B, N, 3)`` all current vertices; normals ``(B, N, 3)``.
+            kp: ``(B, K, 3)`` current keypoints.
+            idx: optional ``(P,)`` subset of vertices to move (training).
+        Returns:
+            ``(B, P, 3)`` new positions of the subset (all vertices when idx is None).
+        """
+        B, V = cams.batch, cams.views
+        if idx is not None:
+            x, normals = x[:, idx], normals[:, idx]
+        nbr = self.neighbours if idx is None else self.neighbours[idx]
+        P = x.shape[1]
+        uv, _ = cams.project(x)
+        w = view_weights(x, normals, cams)  # (B,V,P,1)
+        feat = sample_maps(prep["map"], uv, feats.size)  # (B,V,P,H)
+        feat = (w * feat).sum(1)
+        g = (w[..., 0, None] * prep["global"].reshape(B, V, 1, -1)).sum(1)  # (B,P,H) visibility-weighted
+        rot = (w * cams.R.reshape(B, V, 1, 9)).sum(1)  # (B,P,9) which way the views look
+        if self.guided:
+            rel = (x[:, :, None, :] - kp[:, nbr]) * IN_SCALE  # (B,P,M,3) guidance: offsets to keypoints
+        else:
+            rel = torch.zeros(B, P, nbr.shape[1], 3, dtype=x.dtype, device=x.device)
+        emb = self.vertex_embed if idx is None else self.vertex_embed[idx]
+        h = torch.relu(feat + g + self.rel(torch.cat([rel.reshape(B, P, -1), rot], -1)) + emb)
+        h = torch.relu(self.l2(h))
+        return x + self.l3(h) * OUT_SCALE
+
+
+class CameraHead(nn.Module):
+    """Per-view rotation and translation from the global feature and the focal length.
+
+    The translation is parametrised by where the head origin projects (u, v in
+    the crop, normalised) and a depth relative to the focal length, so the
+    prediction is independent of the crop's pixel scale.
+    """
+
+    def __init__(self, global_channels: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(global_channels + 1, 256), nn.ReLU(inplace=True), nn.Linear(256, 9))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+        self.register_buffer("r0", matrix_to_rotation_6d(FRONTAL_R), persistent=False)
+
+    def forward(self, feats: FeatureMaps, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``R (B,V,3,3)``, ``t (B,V,3)`` and the raw ``(B,V,3)`` (u, v, log depth) prediction."""
+        B, V = feats.batch, feats.views
+        S = feats.size
+        f = K[..., 0, 0] / S  # (B,V)
+        out = self.mlp(torch.cat([feats.global_.reshape(B, V, -1), torch.log(f)[..., None]], -1))
+        R = rotation_6d_to_matrix(out[..., :6] + self.r0)
+        uvz = out[..., 6:] + torch.tensor([0.0, 0.0, math.log(0.2)], device=out.device)
+        t = uvz_to_translation(uvz, K, S)
+        return R, t, uvz
+
+
+def uvz_to_translation(uvz: torch.Tensor, K: torch.Tensor, size: int) -> torch.Tensor:
+    """(u, v in [-1, 1] of the crop, log(depth * S / fx)) -> ``t (..., 3)``."""
+    u = (uvz[..., 0] + 1) * 0.5 * size
+    v = (uvz[..., 1] + 1) * 0.5 * size
+    z = torch.exp(uvz[..., 2]) * K[..., 0, 0] / size
+    x = (u - K[..., 0, 2]) / K[..., 0, 0] * z
+    y = (v - K[..., 1, 2]) / K[..., 1, 1] * z
+    return torch.stack([x, y, z], -1)
+
+
+def translation_to_uvz(t: torch.Tensor, K: torch.Tensor, size: int) -> torch.Tensor:
+    """Inverse of :func:`uvz_to_translation`."""
+    z = t[..., 2]
+    u = K[..., 0, 0] * t[..., 0] / z + K[..., 0, 2]
+    v = K[..., 1, 1] * t[..., 1] / z + K[..., 1, 2]
+    return torch.stack([u / size * 2 - 1, v / size * 2 - 1, torch.log(z * size / K[..., 0, 0])], -1)
+
+
+class GLVD(nn.Module):
+    """The whole model: encoder, camera head, keypoint and vertex modules, and the descent loop."""
+
+    def __init__(self, cfg: ModelConfig, template: Template) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.template = template
+        self.encoder = ImageEncoder(cfg.encoder_widths)
+        fc, gc = self.encoder.out_channels, self.encoder.global_channels
+        kp_ids = torch.from_numpy(template.keypoint_ids)
+        nbr = torch.from_numpy(nearest_keypoints(template.vertices, template.keypoint_ids, cfg.neighbours))
+        self.register_buffer("template_vertices", torch.from_numpy(template.vertices.astype(np.float32)))
+        self.register_buffer("quads", torch.from_numpy(template.quads))
+        self.register_buffer("keypoint_ids", kp_ids)
+        self._corner_op = quad_corner_operator(self.quads, template.num_vertices)
+        self.camera_head = CameraHead(gc)
+        self.keypoints = KeypointModule(cfg, fc, gc, len(kp_ids)) if cfg.guidance else None
+        self.vertices = VertexModule(cfg, fc, gc, template.num_vertices, nbr)
+
+    def encode(self, images: torch.Tensor) -> FeatureMaps:
+        """``images (B, V, 3, S, S)`` -> :class:`FeatureMaps` (one encoder pass per view)."""
+        B, V = images.shape[:2]
+        maps, g = self.encoder(images.flatten(0, 1))
+        return FeatureMaps(maps=maps, global_=g, batch=B, views=V, size=images.shape[-1])
+
+    def estimate_cameras(self, feats: FeatureMaps, K: torch.Tensor) -> Cameras:
+        R, t, _ = self.camera_head(feats, K)
+        return Cameras(K, R, t)
+
+    def prepare(self, feats: FeatureMaps) -> dict:
+        """Per-call projections of the feature maps, shared by all steps."""
+        return {
+            "kp": self.keypoints.prepare(feats) if self.keypoints is not None else None,
+            "v": self.vertices.prepare(feats),
+        }
+
+    def step(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
+             idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One descent step: keypoints, then vertices.
+
+        Args:
+            x: ``(B, N, 3)`` current vertices; kp: ``(B, K, 3)`` current keypoints.
+            idx: optional vertex subset (training); then the first output is ``(B, P, 3)``.
+        Returns:
+            new vertices ``(B, N|P, 3)`` and new keypoints ``(B, K, 3)``.
+        """
+        if self._corner_op.device != x.device:
+            self._corner_op = self._corner_op.to(x.device)
+        normals = vertex_normals(x, self.quads, self._corner_op)
+        if self.keypoints is not None:
+            kp_t = self.template_vertices[self.keypoint_ids][None]
+            kp = self.keypoints(prep["kp"], feats, cams, kp, kp_t, normals[:, self.keypoint_ids])
+        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx)
+        if self.keypoints is None:
+            # the LVD ablation has no keypoint module: its "keypoints" just follow the vertices
+            kp = x_new[:, self.keypoint_ids] if idx is None else kp
+        return x_new, kp
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting template and its keypoints, ``(B, N, 3)`` and ``(B, K, 3)``."""
+        x0 = self.template_vertices[None].expand(batch, -1, -1).clone()
+        return x0, x0[:, self.keypoint_ids].clone()
+
+    def descend(self, feats: FeatureMaps, cams: Cameras, steps: int | None = None,
+                x0: torch.Tensor | None = None,
+                on_step: Callable[[int, torch.Tensor], None] | None = None,
+                cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the descent.
+
+        Returns:
+            ``verts (B, T+1, N, 3)`` and ``keypoints (B, T+1, K, 3)``; index 0 is the start.
+        """
+        steps = self.cfg.steps if steps is None else steps
+        x, kp = self.initial_state(feats.batch)
+        if x0 is not None:
+            x, kp = x0, x0[:, self.keypoint_ids]
+        prep = self.prepare(feats)
+        xs, kps = [x], [kp]
+        for i in range(steps):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("reconstruction cancelled")
+            x, kp = self.step(prep, feats, cams, x, kp)
+            xs.append(x)
+            kps.append(kp)
+            if on_step is not None:
+                on_step(i + 1, x)
+        return torch.stack(xs, 1), torch.stack(kps, 1)

@@ -1,0 +1,290 @@
+"""Training GLVD on synthetic renders (LVD-style supervision at every step).
+
+Each iteration renders a fresh batch (seeded by the iteration number, so a
+resumed run sees exactly the batches an uninterrupted run would), encodes the
+views once, and supervises one descent step from perturbed starting meshes:
+the keypoints and a random subset of vertices are pulled toward the ground
+truth. The camera head is trained on the same batch. A validation descent on
+fixed held-out faces runs every few minutes and is logged to ``log.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .cameras import Cameras, euler_to_matrix, rotation_angle_deg
+from .checkpoint import save_checkpoint
+from .metrics import vertex_error_mm
+from .model import GLVD, ModelConfig, translation_to_uvz
+from .topology import load_kit, template_from_kit
+
+VAL_SEED = 10_000_019  # disjoint from every training seed (training uses seed * 1_000_003 + iteration)
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/glvd"
+    kit: str | None = None
+    minutes: float = 110.0  # wall-clock budget of this invocation
+    iterations: int = 1_000_000  # hard cap across resumes
+    batch: int = 8
+    max_views: int = 3
+    vertex_subset: int = 2048
+    lr: float = 1e-3
+    lr_min: float = 5e-5
+    lr_half_life_it: int = 4000  # exponential decay to lr_min
+    seed: int = 0
+    save_every_s: float = 180.0
+    val_every_s: float = 600.0
+    val_samples: int = 16
+    threads: int = 2
+    loader_workers: int = 1
+    model: dict = field(default_factory=dict)  # ModelConfig overrides
+    synth: dict = field(default_factory=dict)  # SynthConfig overrides
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Renders batch ``i`` from seed ``(seed, i)``; iteration starts where training resumes."""
+
+    def __init__(self, kit: str | None, synth_cfg: dict, image_size: int, seed: int, start: int, batch: int,
+                 max_views: int) -> None:
+        self.kit, self.synth_cfg, self.image_size = kit, synth_cfg, image_size
+        self.seed, self.start, self.batch, self.max_views = seed, start, batch, max_views
+
+    def __iter__(self):
+        from .synth import SynthConfig, SyntheticFaces
+
+        torch.set_num_threads(1)
+        cfg = SynthConfig(image_size=self.image_size, **self.synth_cfg)
+        gen = None
+        i = self.start
+        while True:
+            s = self.seed * 1_000_003 + i
+            if gen is None:
+                gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s)
+            else:
+                gen.reseed(s)
+            views = 1 + (i % self.max_views)
+            yield i, gen.sample(self.batch, views)
+            i += 1
+
+
+def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Starting meshes around the path from the template to the ground truth.
+
+    Args:
+        template: ``(N, 3)``; gt: ``(B, N, 3)``.
+    Returns:
+        ``(B, N, 3)``: template + a (GT - template) with a in [0, 1] (0 a quarter of
+        the time: the real start), then a small similarity jitter and vertex noise,
+        so the field learns to descend from anywhere near.
+    """
+    B = gt.shape[0]
+    a = torch.rand(B, 1, 1, generator=gen)
+    a = torch.where(torch.rand(B, 1, 1, generator=gen) < 0.25, torch.zeros_like(a), a)
+    x = template[None] + a * (gt - template[None])
+    ang = torch.randn(B, 3, generator=gen) * math.radians(2.0)
+    Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
+    scale = 1 + 0.03 * torch.randn(B, 1, 1, generator=gen)
+    shift = torch.randn(B, 1, 3, generator=gen) * 0.003
+    c = x.mean(1, keepdim=True)
+    x = scale * torch.einsum("bij,bnj->bni", Rj, x - c) + c + shift
+    sigma = torch.rand(B, 1, 1, generator=gen) * 0.0015
+    return x + torch.randn(x.shape, generator=gen) * sigma
+
+
+def jitter_cameras(cams: Cameras, gen: torch.Generator, deg: float = 2.0, rel_t: float = 0.01) -> Cameras:
+    """Small errors on known cameras, as an estimate would have."""
+    B, V = cams.batch, cams.views
+    ang = torch.randn(B, V, 3, generator=gen) * math.radians(deg)
+    Rj = euler_to_matrix(ang[..., 0], ang[..., 1], ang[..., 2])
+    t = cams.t * (1 + rel_t * torch.randn(B, V, 3, generator=gen))
+    return Cameras(cams.K, Rj @ cams.R, t)
+
+
+def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int) -> dict[str, torch.Tensor]:
+    """Camera, keypoint and vertex losses (vertex/keypoint in cm) for one batch."""
+    images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
+    B = gt.shape[0]
+    S = images.shape[-1]
+    feats = model.encode(images)
+    R_p, t_p, uvz_p = model.camera_head(feats, K)
+    uvz = translation_to_uvz(t, K, S)
+    loss_cam = (R_p - R).abs().mean() + (uvz_p - uvz).abs().mean()
+    cams = Cameras(K, R, t)
+    # half the batches descend with the (detached) estimated cameras, so the
+    # fields learn to work with what the camera head gives on real photos
+    if torch.rand((), generator=gen) < 0.5:
+        cams = jitter_cameras(cams, gen)
+    else:
+        cams = Cameras(K, R_p.detach(), t_p.detach())
+    x0 = perturbed_start(model.template_vertices, gt, gen)
+    kp_ids = model.keypoint_ids
+    kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
+    idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
+    prep = model.prepare(feats)
+    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
+    loss_v = (x1 - gt[:, idx]).norm(dim=-1).mean() * 100.0
+    out = {"cam": loss_cam, "vert": loss_v}
+    if model.keypoints is not None:
+        out["kp"] = (kp1 - gt[:, kp_ids]).norm(dim=-1).mean() * 100.0
+    out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
+    return out
+
+
+@torch.no_grad()
+def validate(model: GLVD, val: dict, steps: int = 10) -> dict[str, float]:
+    """Full descents on fixed held-out faces: error (mm, aligned) per step, true and estimated cameras."""
+    model.eval()
+    feats = model.encode(val["images"])
+    gt = val["vertices"]
+    res: dict[str, float] = {}
+    cams_true = Cameras(val["K"], val["R"], val["t"])
+    cams_est = model.estimate_cameras(feats, val["K"])
+    for name, cams in (("true", cams_true), ("est", cams_est)):
+        xs, _ = model.descend(feats, cams, steps)
+        per_step = [vertex_error_mm(xs[:, i], gt).mean().item() for i in range(xs.shape[1])]
+        res[f"val_{name}_mm"] = per_step[-1]
+        res[f"val_{name}_step0_mm"] = per_step[0]
+        res[f"val_{name}_steps"] = per_step
+    res["val_rot_deg"] = rotation_angle_deg(cams_est.R, cams_true.R).mean().item()
+    model.train()
+    return res
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, log=print) -> Path:
+    """Train (or resume) into ``cfg.out``; returns the path of the exported model checkpoint."""
+    from .synth import SynthConfig, SyntheticFaces
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    state_path = out / "state.pt"
+    resumed = state_path.is_file()
+    if resumed:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        saved_cfg = state["train_config"]
+        # the budget and output may change between resumes; the recipe may not
+        keep = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s"}
+        cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved_cfg.items() if k not in keep}),
+                                  **{k: getattr(cfg, k) for k in keep})
+    mcfg = ModelConfig(**cfg.model)
+    kit = load_kit(cfg.kit)
+    torch.manual_seed(cfg.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = GLVD(mcfg, template_from_kit(kit))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    it, wall = 0, 0.0
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    if resumed:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        it, wall = state["iteration"], state["wall_s"]
+        gen.set_state(state["generator"])
+        log(f"resumed {state_path} at iteration {it} ({wall / 60:.1f} min trained)")
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    val_gen = SyntheticFaces(kit_path=cfg.kit, config=SynthConfig(image_size=mcfg.image_size, **cfg.synth),
+                             seed=VAL_SEED)
+    val = val_gen.sample(cfg.val_samples, 1)
+
+    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, it, cfg.batch, cfg.max_views)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
+                                         prefetch_factor=2 if cfg.loader_workers else None,
+                                         persistent_workers=False)
+    log_path = out / "log.csv"
+    new_log = not log_path.is_file()
+    logf = open(log_path, "a", newline="")
+    writer = csv.writer(logf)
+    if new_log:
+        writer.writerow(["iteration", "wall_min", "lr", "loss", "vert_cm", "kp_cm", "cam", "val_true_mm",
+                         "val_est_mm", "val_step0_mm", "val_rot_deg"])
+
+    def lr_at(i: int) -> float:
+        return max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
+
+    def save(final_metrics: dict | None = None) -> Path:
+        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
+                      "wall_s": wall, "generator": gen.get_state(), "train_config": dataclasses.asdict(cfg)},
+                     state_path)
+        prov = {"trained": True, "commit": _git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
+                "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
+                "device": "cpu"}
+        if final_metrics:
+            prov.update({k: v for k, v in final_metrics.items() if not isinstance(v, list)})
+        return save_checkpoint(out / "model.pt", model, prov)
+
+    start = time.monotonic()
+    last_save = last_val = start
+    running: dict[str, float] = {}
+    metrics: dict = {}
+    model.train()
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.iterations, initial=it, dynamic_ncols=True, mininterval=5)
+    except ImportError:
+        bar = None
+    for i, s in loader:
+        assert i == it, f"loader out of step ({i} != {it})"
+        t0 = time.monotonic()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it)
+        ls = losses(model, s, gen, cfg.vertex_subset)
+        opt.zero_grad(set_to_none=True)
+        ls["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        it += 1
+        wall += time.monotonic() - t0
+        for k, v in ls.items():
+            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(vert=f"{running['vert']:.3f}cm", cam=f"{running['cam']:.3f}", refresh=False)
+        now = time.monotonic()
+        done = now - start > cfg.minutes * 60 or it >= cfg.iterations
+        if now - last_val > cfg.val_every_s or done:
+            metrics = validate(model, val)
+            last_val = now
+            writer.writerow([it, round(wall / 60, 2), lr_at(it), running["total"], running["vert"],
+                             running.get("kp", ""), running["cam"], metrics["val_true_mm"], metrics["val_est_mm"],
+                             metrics["val_true_step0_mm"], metrics["val_rot_deg"]])
+            logf.flush()
+            log(f"it {it}: val {metrics['val_true_mm']:.2f} mm (true cams), {metrics['val_est_mm']:.2f} mm "
+                f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg")
+        if now - last_save > cfg.save_every_s or done:
+            save(metrics)
+            last_save = now
+        if done:
+            break
+    if bar is not None:
+        bar.close()
+    logf.close()
+    return save(metrics)

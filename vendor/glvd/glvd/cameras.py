@@ -36,13 +36,13 @@ class Cameras:
     def views(self) -> int:
         return int(self.K.shape[1])
 
-    def to(self, device: torch.device | str) -> "Cameras":
+    def to(self, device: torch.device | str) -> Cameras:
         return Cameras(self.K.to(device), self.R.to(device), self.t.to(device))
 
-    def detach(self) -> "Cameras":
+    def detach(self) -> Cameras:
         return Cameras(self.K.detach(), self.R.detach(), self.t.detach())
 
-    def index_views(self, idx: torch.Tensor | list[int]) -> "Cameras":
+    def index_views(self, idx: torch.Tensor | list[int]) -> Cameras:
         return Cameras(self.K[:, idx], self.R[:, idx], self.t[:, idx])
 
     def to_camera(self, points: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ def save_checkpoint(path: str | os.PathLike, model: GLVD, provenance: dict | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prov = dict(provenance or {})
-    prov.setdefault("saved", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault("saved", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     payload = {
         "format": FORMAT,
         "version": VERSION,

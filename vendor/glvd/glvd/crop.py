@@ -12,7 +12,9 @@ import torch
 CROP_MARGIN = 1.6
 
 
-def crop_box_from_points(points2d: torch.Tensor, margin: float = CROP_MARGIN) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def crop_box_from_points(
+    points2d: torch.Tensor, margin: float = CROP_MARGIN
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Square box around 2D points.
 
     Args:
@@ -48,7 +50,9 @@ def crop_intrinsics(K: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, side: t
     return Kc
 
 
-def uncrop_intrinsics(Kc: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, side: torch.Tensor, size: int) -> torch.Tensor:
+def uncrop_intrinsics(
+    Kc: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, side: torch.Tensor, size: int
+) -> torch.Tensor:
     """Inverse of :func:`crop_intrinsics`: crop-pixel intrinsics back to the full image."""
     s = side / size
     K = Kc.clone()

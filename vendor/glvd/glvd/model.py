@@ -10,8 +10,9 @@ embedding. Per-vertex cost is O(N): nothing is computed for vertex pairs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["encoder_widths"] = tuple(d["encoder_widths"])
         return cls(**d)
@@ -115,7 +116,7 @@ class KeypointModule(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def prepare(self, feats: FeatureMaps) -> dict:
-        maps = [p(m) for p, m in zip(self.proj, feats.maps)]
+        maps = [p(m) for p, m in zip(self.proj, feats.maps, strict=False)]
         return {"map": fuse_maps(maps, combine="cat"), "global": self.global_proj(feats.global_)}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, kp: torch.Tensor, kp_template: torch.Tensor,
@@ -162,7 +163,7 @@ class VertexModule(nn.Module):
         self.guided = cfg.guidance
 
     def prepare(self, feats: FeatureMaps) -> dict:
-        return {"map": fuse_maps([p(m) for p, m in zip(self.proj, feats.maps)]),
+        return {"map": fuse_maps([p(m) for p, m in zip(self.proj, feats.maps, strict=False)]),
                 "global": self.global_proj(feats.global_)}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,

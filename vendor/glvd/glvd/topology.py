@@ -65,7 +65,7 @@ class Template:
         }
 
     @classmethod
-    def from_tensors(cls, d: dict) -> "Template":
+    def from_tensors(cls, d: dict) -> Template:
         return cls(
             vertices=d["vertices"].numpy().astype(np.float32),
             quads=d["quads"].numpy().astype(np.int64),

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .cameras import Cameras, euler_to_matrix, rotation_angle_deg
 from .checkpoint import save_checkpoint
@@ -134,10 +133,8 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int) -> dict[str,
     cams = Cameras(K, R, t)
     # half the batches descend with the (detached) estimated cameras, so the
     # fields learn to work with what the camera head gives on real photos
-    if torch.rand((), generator=gen) < 0.5:
-        cams = jitter_cameras(cams, gen)
-    else:
-        cams = Cameras(K, R_p.detach(), t_p.detach())
+    use_true = bool(torch.rand((), generator=gen) < 0.5)
+    cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
     x0 = perturbed_start(model.template_vertices, gt, gen)
     kp_ids = model.keypoint_ids
     kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
@@ -221,7 +218,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                                          persistent_workers=False)
     log_path = out / "log.csv"
     new_log = not log_path.is_file()
-    logf = open(log_path, "a", newline="")
+    logf = open(log_path, "a", newline="")  # noqa: SIM115 (kept open across the whole loop)
     writer = csv.writer(logf)
     if new_log:
         writer.writerow(["iteration", "wall_min", "lr", "loss", "vert_cm", "kp_cm", "cam", "val_true_mm",

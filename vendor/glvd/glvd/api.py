@@ -1,0 +1,194 @@
+"""The public API: ``glvd.Reconstructor``.
+
+Photos in, a face mesh out (every descent step of it), with the cameras that
+were used. Everything a caller needs is in :class:`Result`; nothing here
+knows about Blender.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cameras import Cameras
+from .checkpoint import default_checkpoint_path, load_checkpoint
+from .crop import crop_intrinsics
+from .errors import GLVDError
+from .model import CancelToken
+from .transfer import transfer_expressions
+
+ImageLike = Any  # a path, a numpy array or a PIL image
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. An unavailable CUDA request is an error, not a silent fallback."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GLVDError("device 'cuda' was requested but this torch build has no CUDA device available")
+    return dev
+
+
+@dataclass
+class Result:
+    """A reconstruction. Arrays are numpy float32, metres, head frame (x subject's left, y up, z forward)."""
+
+    vertices: np.ndarray  # (T+1, N, 3); [0] is the starting template, [-1] the result
+    keypoints: np.ndarray  # (T+1, K, 3)
+    cameras: dict[str, np.ndarray]  # K (V,3,3) image pixels, R (V,3,3), t (V,3): OpenCV convention
+    landmarks2d: np.ndarray  # (V, 68, 2) the result's 68 landmarks projected into each input image, pixels
+    image_sizes: list[tuple[int, int]]  # (W, H) per view
+    quads: np.ndarray  # (F, 4)
+    uvs: np.ndarray  # (U, 2)
+    quad_uvs: np.ndarray  # (F, 4)
+    landmark_ids: np.ndarray  # (68,)
+    expression_names: list[str]
+    timings: dict[str, float]
+    checkpoint: str
+    trained: bool
+    _template_vertices: np.ndarray = field(repr=False, default=None)
+    _template_expressions: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def final(self) -> np.ndarray:
+        """``(N, 3)`` the last step's vertices."""
+        return self.vertices[-1]
+
+    @property
+    def steps(self) -> int:
+        return int(self.vertices.shape[0] - 1)
+
+    def expressions(self) -> np.ndarray:
+        """``(53, N, 3)`` the kit's ARKit expression deltas carried onto this face (same topology)."""
+        return transfer_expressions(self._template_vertices, self.final, self.quads,
+                                    self._template_expressions.astype(np.float32))
+
+
+class Reconstructor:
+    """Loads a checkpoint once and reconstructs faces from photos.
+
+    Args:
+        checkpoint: path of a GLVD checkpoint; None = the one shipped in the package.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto") -> None:
+        self.device = resolve_device(device)
+        self.checkpoint_path = str(checkpoint if checkpoint is not None else default_checkpoint_path())
+        self.model, self.provenance = load_checkpoint(self.checkpoint_path, self.device)
+        self.template = self.model.template
+        self.image_size = self.model.cfg.image_size
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.provenance.get("trained", False))
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        cameras: Sequence[dict] | None = None,
+        steps: int = 10,
+        on_step: Callable[[int, np.ndarray], None] | None = None,
+        cancel: CancelToken | None = None,
+        on_progress: Callable[[str, str], None] | None = None,
+        focal_px: Sequence[float | None] | None = None,
+    ) -> Result:
+        """Reconstruct one face from 1 to 8 photos of it.
+
+        Args:
+            images: one image or a list (paths, ``(H, W, 3)`` uint8 arrays, PIL images).
+            cameras: optional known cameras, one dict per image with ``K`` (3x3, image pixels), ``R`` (3x3),
+                ``t`` (3,): OpenCV convention, head frame in metres. Estimated when None.
+            steps: descent steps (1-30).
+            on_step: called as ``on_step(i, vertices (N, 3) float32)`` after step i (1-based).
+            cancel: anything with ``is_set()``; checked between steps (raises :class:`glvd.Cancelled`).
+            on_progress: called as ``on_progress(stage, message)``.
+            focal_px: optional focal length in pixels per image (e.g. from EXIF); a default lens otherwise.
+        """
+        from .preprocess import exif_focal_px, load_image, prepare_view
+
+        if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
+            images = [images]
+        images = list(images)
+        if not 1 <= len(images) <= 8:
+            raise GLVDError(f"give 1 to 8 photos of one face (got {len(images)})")
+        if not 1 <= steps <= 30:
+            raise GLVDError(f"steps must be between 1 and 30 (got {steps})")
+        if cameras is not None and len(cameras) != len(images):
+            raise GLVDError(f"{len(cameras)} cameras were given for {len(images)} photos")
+        progress = on_progress or (lambda stage, msg: None)
+        t0 = time.perf_counter()
+        views = []
+        for i, src in enumerate(images):
+            name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {i + 1}"
+            progress("load", f"loading {os.path.basename(name)}")
+            img = load_image(src)
+            f = focal_px[i] if focal_px is not None else None
+            if f is None and isinstance(src, (str, os.PathLike)):
+                f = exif_focal_px(src)
+            if cameras is not None:
+                f = float(np.asarray(cameras[i]["K"])[0, 0])
+            progress("detect", f"finding the face in {os.path.basename(name)}")
+            views.append(prepare_view(img, size=self.image_size, focal_px=f, name=name))
+            if cancel is not None and cancel.is_set():
+                from .errors import Cancelled
+                raise Cancelled("reconstruction cancelled")
+        t_pre = time.perf_counter()
+        dev = self.device
+        crops = torch.stack([v.crop for v in views])[None].to(dev)  # (1, V, 3, S, S)
+        K_crop = torch.stack([v.K_crop for v in views])[None].to(dev)
+        progress("encode", "encoding photos")
+        feats = self.model.encode(crops)
+        if cameras is not None:
+            K_img = torch.stack([torch.as_tensor(np.asarray(c["K"]), dtype=torch.float32) for c in cameras])
+            R = torch.stack([torch.as_tensor(np.asarray(c["R"]), dtype=torch.float32) for c in cameras])[None]
+            t = torch.stack([torch.as_tensor(np.asarray(c["t"]), dtype=torch.float32).reshape(3)
+                             for c in cameras])[None]
+            Kc = torch.stack([crop_intrinsics(K_img[i], *[torch.tensor(float(b)) for b in v.box], self.image_size)
+                              for i, v in enumerate(views)])[None]
+            cams = Cameras(Kc.to(dev), R.to(dev), t.to(dev))
+        else:
+            cams = self.model.estimate_cameras(feats, K_crop)
+        t_enc = time.perf_counter()
+
+        def _step(i: int, x: torch.Tensor) -> None:
+            progress("step", f"step {i}/{steps}")
+            if on_step is not None:
+                on_step(i, x[0].detach().cpu().numpy().astype(np.float32))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel)
+        t_desc = time.perf_counter()
+        K_image = torch.stack([v.K_image for v in views]).to(dev)
+        img_cams = Cameras(K_image[None], cams.R, cams.t)
+        lm = xs[:, -1][:, torch.as_tensor(self.template.landmarks68, device=dev)]
+        lm2d, _ = img_cams.project(lm)
+        tpl = self.template
+        return Result(
+            vertices=xs[0].cpu().numpy().astype(np.float32),
+            keypoints=kps[0].cpu().numpy().astype(np.float32),
+            cameras={"K": K_image.cpu().numpy(), "R": cams.R[0].cpu().numpy(), "t": cams.t[0].cpu().numpy()},
+            landmarks2d=lm2d[0].cpu().numpy(),
+            image_sizes=[tuple(v.image_size) for v in views],
+            quads=tpl.quads,
+            uvs=tpl.uvs,
+            quad_uvs=tpl.quad_uvs,
+            landmark_ids=tpl.landmarks68,
+            expression_names=list(tpl.expression_names),
+            timings={"preprocess_s": t_pre - t0, "encode_s": t_enc - t_pre, "descent_s": t_desc - t_enc,
+                     "total_s": t_desc - t0},
+            checkpoint=self.checkpoint_path,
+            trained=self.trained,
+            _template_vertices=tpl.vertices,
+            _template_expressions=tpl.expressions,
+        )

@@ -1,0 +1,181 @@
+"""``glvd`` / ``python -m glvd``: reconstruct, worker, train, evaluate, info.
+
+Exit codes a script can rely on: 0 success, 1 internal error, 2 usage,
+3 unreadable image, 4 no face found, 5 checkpoint problem, 6 torch missing,
+130 interrupted. Progress goes to stderr; stdout stays clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_CODES = {"internal": 1, "bad_request": 2, "unreadable_image": 3, "no_face": 4, "checkpoint": 5,
+              "torch_missing": 6, "cancelled": 130}
+
+
+def _err(msg: str) -> None:
+    print(f"glvd: {msg}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="glvd", description="GLVD Face: 3D faces from photos (no Blender needed).")
+    p.add_argument("--version", action="version", version=f"glvd {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("reconstruct", help="reconstruct one face from 1-8 photos of it")
+    r.add_argument("images", nargs="+", help="photos of one person (JPEG, PNG, WebP, TIFF)")
+    r.add_argument("-o", "--output", required=True, help="output mesh: .obj, .ply or .glb (one morph target per step)")
+    r.add_argument("--steps", type=int, default=10, help="descent steps, 1-30 (default 10)")
+    r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    r.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
+    r.add_argument("--cameras", default=None, help="JSON file: a list of {K, R, t} per photo (OpenCV, metres)")
+    r.add_argument("--all-steps", action="store_true", help="also write one file per step (name_step01.obj, ...)")
+    r.add_argument("--json", default=None, help="also write cameras, 2D landmarks and timings to this JSON file")
+    r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
+    r.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    w = sub.add_parser("worker", help="serve JSON-line requests on stdin (for Blender; docs/worker_protocol.md)")
+    w.add_argument("--device", default="auto")
+    w.add_argument("--checkpoint", default=None)
+
+    t = sub.add_parser("train", help="train GLVD on synthetic renders of the ICT FaceKit (resumes automatically)")
+    t.add_argument("--out", default="runs/glvd", help="run folder (state.pt, model.pt, log.csv)")
+    t.add_argument("--kit", default=None, help="ict_facekit_light.npz (default: $GLVD_KIT or ../shared/data/...)")
+    t.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget of this invocation")
+    t.add_argument("--iterations", type=int, default=1_000_000, help="stop after this many iterations in total")
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--workers", type=int, default=1, help="rendering processes (0: render in the training process)")
+    t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
+    t.add_argument("--model", default="{}", help="JSON ModelConfig overrides, e.g. '{\"image_size\": 128}'")
+    t.add_argument("--synth", default="{}", help="JSON SynthConfig overrides")
+    t.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
+    t.add_argument("--val-every", type=float, default=600.0, help="seconds between validations")
+
+    e = sub.add_parser("evaluate", help="evaluate checkpoints and baselines; writes docs/RESULTS.md")
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+
+    i = sub.add_parser("info", help="print the runtime and checkpoint details")
+    i.add_argument("--checkpoint", default=None)
+    i.add_argument("--device", default="auto")
+    return p
+
+
+def _reconstruct(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .api import Reconstructor
+    from .export import write_glb, write_obj, write_ply
+
+    out = Path(a.output)
+    if out.suffix.lower() not in (".obj", ".ply", ".glb"):
+        _err(f"unsupported output {out.name}: use .obj, .ply or .glb")
+        return 2
+    cams = None
+    if a.cameras:
+        try:
+            cams = json.loads(Path(a.cameras).read_text())
+        except (OSError, ValueError) as exc:
+            _err(f"cannot read cameras {a.cameras}: {exc}")
+            return 2
+    say = (lambda stage, msg: None) if a.quiet else (lambda stage, msg: _err(msg))
+    rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
+    if not rec.trained:
+        _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the result is meaningless")
+    res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tex_path = None
+    if a.texture:
+        from .texture import bake_texture
+
+        say("texture", f"baking texture {a.texture}")
+        tex_path = bake_texture(res, a.images, a.texture, size=a.texture_size)
+
+    def write(path: Path, verts: np.ndarray) -> None:
+        if path.suffix.lower() == ".obj":
+            write_obj(path, verts, res.quads, res.uvs, res.quad_uvs, texture=tex_path)
+        elif path.suffix.lower() == ".ply":
+            write_ply(path, verts, res.quads)
+
+    if out.suffix.lower() == ".glb":
+        png = Path(tex_path).read_bytes() if tex_path else None
+        write_glb(out, res.vertices, res.quads, res.uvs, res.quad_uvs, texture_png=png)
+    else:
+        write(out, res.final)
+    if a.all_steps:
+        for i in range(1, res.steps + 1):
+            suffix = ".obj" if out.suffix.lower() == ".glb" else out.suffix
+            write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "cameras": {k: v.tolist() for k, v in res.cameras.items()},
+            "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
+            "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
+    say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
+    return 0
+
+
+def _train(a: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    model = json.loads(a.model)
+    if a.no_guidance:
+        model["guidance"] = False
+    cfg = TrainConfig(out=a.out, kit=a.kit, minutes=a.minutes, iterations=a.iterations, batch=a.batch, seed=a.seed,
+                      threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
+                      save_every_s=a.save_every, val_every_s=a.val_every)
+    path = train(cfg, log=_err)
+    _err(f"model written to {path}")
+    return 0
+
+
+def _info(a: argparse.Namespace) -> int:
+    import torch
+
+    from .api import Reconstructor
+
+    rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
+    print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "device": str(rec.device),
+                      "checkpoint": rec.checkpoint_path, "trained": rec.trained,
+                      "provenance": rec.provenance, "vertices": rec.template.num_vertices}, indent=1, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _err("PyTorch is not installed: pip install torch==2.13.0 (or install the extension's bundled wheels)")
+        return EXIT_CODES["torch_missing"]
+    from .errors import GLVDError
+
+    try:
+        if a.cmd == "reconstruct":
+            return _reconstruct(a)
+        if a.cmd == "worker":
+            from .worker import serve
+
+            return serve(device=a.device, checkpoint=a.checkpoint)
+        if a.cmd == "train":
+            return _train(a)
+        if a.cmd == "evaluate":
+            from .evaluate import main as evaluate_main
+
+            return evaluate_main(a.rest)
+        if a.cmd == "info":
+            return _info(a)
+    except GLVDError as exc:
+        _err(str(exc))
+        return EXIT_CODES.get(exc.code, 1)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return 2

@@ -1,0 +1,33 @@
+"""Synthetic training data: the ICT head, a vectorised torch rasteriser, appearance, augmentation.
+
+``SyntheticFaces(kit_path, config, seed, device).sample(batch, views)`` is what
+training calls; ``rasterize`` / ``shade`` are the differentiable renderer for
+analysis-by-synthesis.
+"""
+
+from .augment import AugmentConfig, augment
+from .backgrounds import Backgrounds
+from .morphable import HeadModel, default_kit_path
+from .raster import Fragments, interpolate, project, rasterize, transform
+from .sampler import SynthConfig, SyntheticFaces, euler_matrix
+from .shading import HeadAppearance, Lights, shade, vertex_normals
+
+__all__ = [
+    "AugmentConfig",
+    "Backgrounds",
+    "Fragments",
+    "HeadAppearance",
+    "HeadModel",
+    "Lights",
+    "SynthConfig",
+    "SyntheticFaces",
+    "augment",
+    "default_kit_path",
+    "euler_matrix",
+    "interpolate",
+    "project",
+    "rasterize",
+    "shade",
+    "transform",
+    "vertex_normals",
+]

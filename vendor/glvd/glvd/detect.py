@@ -1,0 +1,297 @@
+"""Face detection on photos, offline, with what ships in the package registries.
+
+Every detector here ends in the same thing: the square crop box that training
+used, ``glvd.crop.crop_box_from_points(landmarks68, CROP_MARGIN)``.
+
+- **MediaPipe 0.10.21 Face Mesh** (preferred; its wheel carries the BlazeFace
+  detector and the mesh model, nothing is downloaded): 468 landmarks mapped to
+  the 68 (:mod:`glvd.landmarks_map`), so the box is computed exactly as in
+  training. When the mesh finds nothing on the whole photo (small faces in big
+  photos, strong yaw), candidate boxes from MediaPipe's full-range detector and
+  OpenCV's Haar cascades are cropped and the mesh is run again on each; then the
+  photo is tried rotated by 90/180/270 degrees (scans without an EXIF tag).
+- **OpenCV Haar cascades** (fallback when MediaPipe is not installed, or a
+  candidate the mesh cannot confirm): frontal + profile, the profile one also on
+  the mirrored photo. A Haar box is mapped to the 68-landmark box by a scale and
+  offset calibrated against MediaPipe on photos (``HAAR_CALIBRATION``); such
+  faces have no landmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .crop import CROP_MARGIN
+from .landmarks_map import mediapipe_to_68
+
+#: Haar / detector box (x, y, w, h) -> 68-landmark crop box:
+#: ``cx = x + w * (0.5 + dx)``, ``cy = y + h * (0.5 + dy)``, ``side = s * w``.
+#: Calibrated against MediaPipe's 68-landmark boxes (see docs/photos.md).
+HAAR_CALIBRATION: dict[str, tuple[float, float, float]] = {
+    "haar-frontal": (0.0, 0.08, 1.55),
+    "haar-profile": (0.0, 0.08, 1.55),
+    "mediapipe-detector": (0.0, 0.0, 1.6),
+}
+
+#: Haar cascades run on a copy whose longer side is at most this (speed).
+HAAR_MAX_SIDE = 1024
+#: Side of the square the mesh sees when it is re-run on a candidate box, and
+#: how much context (times the candidate's size) that square holds.
+REGION_SIZE = 320
+REGION_CONTEXT = 2.2
+
+_lock = threading.Lock()  # MediaPipe graphs are not thread-safe
+_cache: dict[Any, Any] = {}
+
+
+@dataclass
+class Face:
+    """A detected face. ``crop_box`` = (cx, cy, side) in image pixels, matched to training."""
+
+    crop_box: tuple[float, float, float]
+    detector: str
+    landmarks68: np.ndarray | None = None  # (68, 2) image pixels
+    landmarks_dense: np.ndarray | None = None  # (468, 2) Face Mesh points, image pixels
+    score: float = 1.0
+
+    @property
+    def side(self) -> float:
+        return float(self.crop_box[2])
+
+
+def box_from_landmarks(lm68: np.ndarray, margin: float = CROP_MARGIN) -> tuple[float, float, float]:
+    """numpy twin of :func:`glvd.crop.crop_box_from_points` (same arithmetic)."""
+    lo = lm68.min(axis=0)
+    hi = lm68.max(axis=0)
+    c = (lo + hi) * 0.5
+    return float(c[0]), float(c[1]), float((hi - lo).max() * margin)
+
+
+# --------------------------------------------------------------------------- MediaPipe
+
+
+def mediapipe_available() -> bool:
+    if "mp" not in _cache:
+        try:
+            # quiet MediaPipe's C++ logging unless the user asked for it
+            os.environ.setdefault("GLOG_minloglevel", "2")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import mediapipe as mp
+
+            _ = mp.solutions.face_mesh.FaceMesh
+            _cache["mp"] = mp
+        except Exception:  # ImportError, or a broken install (missing protobuf, ...)
+            _cache["mp"] = None
+    return _cache["mp"] is not None
+
+
+def _face_mesh(max_faces: int) -> Any:
+    key = ("mesh", max_faces)
+    if key not in _cache:
+        mp = _cache["mp"]
+        _cache[key] = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False, min_detection_confidence=0.5
+        )
+    return _cache[key]
+
+
+def _face_detector() -> Any:
+    if "det" not in _cache:
+        mp = _cache["mp"]
+        # model 1 = full range: finds faces down to a few % of the photo
+        _cache["det"] = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    return _cache["det"]
+
+
+def _mesh_faces(img: np.ndarray, max_faces: int) -> list[np.ndarray]:
+    """Face Mesh on a whole RGB image -> list of (468, 2) pixel landmarks."""
+    h, w = img.shape[:2]
+    with _lock:
+        res = _face_mesh(max_faces).process(np.ascontiguousarray(img))
+    out = []
+    for f in res.multi_face_landmarks or []:
+        pts = np.array([(p.x * w, p.y * h) for p in f.landmark[:468]], dtype=np.float32)
+        out.append(pts)
+    return out
+
+
+def _detector_boxes(img: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    """MediaPipe full-range face detector -> (x, y, w, h, score) in pixels."""
+    h, w = img.shape[:2]
+    with _lock:
+        res = _face_detector().process(np.ascontiguousarray(img))
+    out = []
+    for d in res.detections or []:
+        b = d.location_data.relative_bounding_box
+        out.append((b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
+    return out
+
+
+def _mesh_in_region(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
+    """Run the mesh on a square region (resampled to REGION_SIZE); landmarks back in image pixels."""
+    from .preprocess import crop_square
+
+    region = crop_square(img, (cx, cy, side), REGION_SIZE)
+    found = _mesh_faces(region, 1)
+    if not found:
+        return None
+    s = side / REGION_SIZE
+    pts = found[0] * s + np.array([cx - side / 2, cy - side / 2], dtype=np.float32)
+    return pts.astype(np.float32)
+
+
+def _face_from_mesh(dense: np.ndarray, detector: str = "mediapipe") -> Face:
+    lm68 = mediapipe_to_68(dense).astype(np.float32)
+    return Face(box_from_landmarks(lm68), detector, lm68, dense)
+
+
+# --------------------------------------------------------------------------- Haar
+
+
+def _cascade(name: str) -> Any:
+    key = ("haar", name)
+    if key not in _cache:
+        import cv2
+
+        path = os.path.join(cv2.data.haarcascades, name)
+        c = cv2.CascadeClassifier(path)
+        if c.empty():
+            raise RuntimeError(f"OpenCV Haar cascade missing or unreadable: {path}")
+        _cache[key] = c
+    return _cache[key]
+
+
+def haar_boxes(img: np.ndarray, min_neighbors: int = 5) -> list[tuple[str, tuple[float, float, float, float], float]]:
+    """OpenCV Haar cascades -> [(kind, (x, y, w, h), score)] in ``img`` pixels.
+
+    kind is "haar-frontal" or "haar-profile"; the profile cascade (trained on one
+    side) also runs on the mirrored photo. score = the cascade's level weight.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    r = min(1.0, HAAR_MAX_SIDE / max(h, w))
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if r < 1.0:
+        grey = cv2.resize(grey, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+    grey = cv2.equalizeHist(grey)
+    gw = grey.shape[1]
+    min_size = max(24, int(0.04 * min(grey.shape[:2])))
+    out: list[tuple[str, tuple[float, float, float, float], float]] = []
+    jobs = [
+        ("haar-frontal", "haarcascade_frontalface_default.xml", False),
+        ("haar-profile", "haarcascade_profileface.xml", False),
+        ("haar-profile", "haarcascade_profileface.xml", True),
+    ]
+    for kind, fname, flip in jobs:
+        g = np.ascontiguousarray(grey[:, ::-1]) if flip else grey
+        rects, _, weights = _cascade(fname).detectMultiScale3(
+            g, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(min_size, min_size), outputRejectLevels=True
+        )
+        for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=False):
+            xx = gw - x - bw if flip else x
+            out.append((kind, (xx / r, y / r, bw / r, bh / r), float(wt)))
+    return out
+
+
+def calibrated_box(kind: str, rect: tuple[float, float, float, float]) -> tuple[float, float, float]:
+    """A detector rectangle -> the 68-landmark crop box, with ``HAAR_CALIBRATION``."""
+    x, y, w, h = rect
+    dx, dy, s = HAAR_CALIBRATION[kind]
+    return x + w * (0.5 + dx), y + h * (0.5 + dy), s * max(w, h)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """IoU of two (cx, cy, side) squares."""
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[2] / 2, a[0] + a[2] / 2, a[1] + a[2] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[2] / 2, b[0] + b[2] / 2, b[1] + b[2] / 2
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    return inter / max(a[2] ** 2 + b[2] ** 2 - inter, 1e-9)
+
+
+def _dedup(faces: list[Face], iou: float = 0.35) -> list[Face]:
+    """Keep one face per place: landmarked faces first, then by score."""
+    order = sorted(faces, key=lambda f: (f.landmarks68 is None, -f.score))
+    kept: list[Face] = []
+    for f in order:
+        if all(_overlap(f.crop_box, k.crop_box) < iou for k in kept):
+            kept.append(f)
+    return kept
+
+
+def _rotate_points_back(pts: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """Points found in ``np.rot90(img, k)`` -> points in ``img`` (W x H, continuous coords)."""
+    p = pts.astype(np.float64)
+    # one rot90 (counter-clockwise) maps (u, v) of an image of width W_in to (v, W_in - u);
+    # undo the turns last first; widths alternate w, h, w, ...
+    for j in range(k % 4, 0, -1):
+        w_in = w if (j - 1) % 2 == 0 else h
+        p = np.stack([w_in - p[:, 1], p[:, 0]], 1)
+    return p.astype(np.float32)
+
+
+def _detect_mediapipe(img: np.ndarray, max_faces: int) -> list[Face]:
+    faces = [_face_from_mesh(d) for d in _mesh_faces(img, max_faces)]
+    if faces:
+        return faces
+    # small or turned faces: propose boxes, re-run the mesh close up on each
+    cands: list[tuple[str, tuple[float, float, float, float], float]] = [
+        ("mediapipe-detector", b[:4], b[4]) for b in _detector_boxes(img)
+    ]
+    cands += haar_boxes(img, min_neighbors=4)
+    for kind, rect, score in cands:
+        x, y, w, h = rect
+        side = max(w, h) * REGION_CONTEXT
+        dense = _mesh_in_region(img, x + w / 2, y + h / 2, side)
+        if dense is not None:
+            faces.append(_face_from_mesh(dense, "mediapipe"))
+        elif (kind == "mediapipe-detector" and score >= 0.7) or (kind != "mediapipe-detector" and score >= 3.0):
+            # confident box the mesh cannot confirm (e.g. a full profile): keep it, no landmarks
+            faces.append(Face(calibrated_box(kind, rect), kind, score=score))
+    if faces:
+        return faces
+    # photos stored sideways without an EXIF tag
+    h, w = img.shape[:2]
+    for k in (1, 3, 2):
+        rot = np.ascontiguousarray(np.rot90(img, k))
+        found = _mesh_faces(rot, max_faces)
+        for d in found:
+            faces.append(_face_from_mesh(_rotate_points_back(d, k, w, h), "mediapipe-rotated"))
+        if faces:
+            break
+    return faces
+
+
+def _detect_haar(img: np.ndarray) -> list[Face]:
+    return [Face(calibrated_box(kind, rect), kind, score=score) for kind, rect, score in haar_boxes(img)]
+
+
+def detect_faces(img: np.ndarray, backend: str = "auto", max_faces: int = 8) -> list[Face]:
+    """All faces in an ``(H, W, 3)`` uint8 RGB image, largest first.
+
+    backend: "auto" (MediaPipe when importable, else Haar), "mediapipe", "haar".
+    """
+    if backend not in ("auto", "mediapipe", "haar"):
+        raise ValueError(f"unknown face detector {backend!r}: use auto, mediapipe or haar")
+    use_mp = backend != "haar" and mediapipe_available()
+    if backend == "mediapipe" and not use_mp:
+        raise RuntimeError("MediaPipe is not installed: pip install mediapipe==0.10.21")
+    faces = _detect_mediapipe(img, max_faces) if use_mp else _detect_haar(img)
+    faces = _dedup(faces)
+    faces.sort(key=lambda f: -f.side)
+    return faces
+
+
+def backend_name() -> str:
+    """The detector "auto" uses on this install."""
+    return "mediapipe" if mediapipe_available() else "haar"

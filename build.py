@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Build the GLVD Face Blender extension: dist/glvd_face-<version>-<platform>.zip.
+
+Stages glvd_blender/ + blender_manifest.toml + wheels into build/extension/,
+writes the manifest's ``wheels`` list, and runs Blender's own extension tool
+(``blender_ext.py build`` then ``validate``), which ships inside the bpy package.
+
+Wheels:
+- ``glvd`` built from vendor/glvd (``pip wheel --no-deps``); the checkpoint
+  (glvd/weights/*.pt) travels inside it as package data.
+- unless ``--no-deps``: torch (``--torch-wheel`` or the pinned release), its
+  pure-Python dependencies, pillow and opencv-python-headless for the platform.
+  numpy is never bundled: Blender ships its own and all extensions share one
+  site-packages.
+
+    python build.py                       # linux-x64, with dependency wheels
+    python build.py --no-deps             # fast developer build (runtime wheel only)
+    python build.py --torch-wheel /opt/wheels/torch-2.13.0+cpu-...whl
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = ROOT / "blender_manifest.toml"
+ADDON_SRC = ROOT / "glvd_blender"
+RUNTIME_SRC = ROOT / "vendor" / "glvd"
+
+TORCH_PIN = "torch==2.13.0"
+# Dependencies of the runtime inside Blender. numpy is left out on purpose.
+DEP_PINS = ["pillow==13.0.0", "opencv-python-headless==4.11.0.86"]
+NEVER_BUNDLE = ("numpy",)
+# Blender platform -> pip --platform tags (several: pip accepts any of them).
+PLATFORM_TAGS = {
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "linux-arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_14_0_arm64", "macosx_11_0_arm64"],
+}
+PYTHON_VERSION = "3.11"  # the Python of Blender 4.2-5.0 (see blender_version_max)
+
+
+class BuildError(Exception):
+    """A failure with a message for the user (no traceback)."""
+
+
+def blender_ext_tool() -> Path:
+    """Blender's extension CLI from the installed bpy package."""
+    # find_spec locates bpy without importing it (importing starts Blender).
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or spec.origin is None:
+        raise BuildError("the bpy package is not installed (run `make setup`)")
+    base = Path(spec.origin).resolve().parent
+    found = sorted(base.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        raise BuildError(f"blender_ext.py not found under {base}")
+    return found[-1]
+
+
+def valid_tags_file(tool: Path) -> Path | None:
+    """Blender's list of extension tags (so tags are validated like on the platform)."""
+    tags = tool.parents[3] / "modules" / "_bpy_internal" / "extensions" / "tags.py"
+    return tags if tags.is_file() else None
+
+
+def run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise BuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+def build_runtime_wheel(dest: Path) -> Path:
+    """``pip wheel --no-deps vendor/glvd`` (no build isolation: offline and fast)."""
+    if not (RUNTIME_SRC / "pyproject.toml").is_file():
+        raise BuildError(f"runtime package not found: {RUNTIME_SRC}/pyproject.toml")
+    # setuptools reuses RUNTIME_SRC/build/; a stale copy could ship deleted files.
+    shutil.rmtree(RUNTIME_SRC / "build", ignore_errors=True)
+    before = set(dest.glob("glvd-*.whl"))
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(dest), str(RUNTIME_SRC)],
+        "building the glvd wheel",
+    )
+    shutil.rmtree(RUNTIME_SRC / "build", ignore_errors=True)
+    new = sorted(set(dest.glob("glvd-*.whl")) - before) or sorted(dest.glob("glvd-*.whl"))
+    if not new:
+        raise BuildError("pip wheel produced no glvd-*.whl")
+    return new[-1]
+
+
+def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | None) -> list[Path]:
+    """Binary wheels for ``platform`` and Python 3.11, torch's own dependencies included."""
+    tags = PLATFORM_TAGS[platform]
+    reqs = list(DEP_PINS)
+    if torch_wheel is not None:
+        if not torch_wheel.is_file():
+            raise BuildError(f"--torch-wheel: no such file: {torch_wheel}")
+        shutil.copy2(torch_wheel, dest / torch_wheel.name)
+        # still resolve torch's pure-python dependencies from the given wheel
+        reqs.append(str(torch_wheel))
+    else:
+        reqs.append(TORCH_PIN)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311",
+           "-d", str(dest)]
+    for tag in tags:
+        cmd += ["--platform", tag]
+    run(cmd + reqs, f"downloading dependency wheels for {platform}")
+    removed = []
+    for whl in sorted(dest.glob("*.whl")):
+        dist = whl.name.split("-")[0].lower().replace("_", "-")
+        # numpy: Blender's own; nvidia-*/triton: CUDA runtime pieces we do not ship.
+        if dist in NEVER_BUNDLE or dist.startswith(("nvidia-", "triton")):
+            whl.unlink()
+            removed.append(whl.name)
+    if removed:
+        print(f"not bundled: {', '.join(removed)}")
+    return sorted(dest.glob("*.whl"))
+
+
+def write_staged_manifest(src: Path, dest: Path, wheels: list[str], platform: str) -> None:
+    """The manifest with ``wheels`` and ``platforms`` filled in (TOML written by hand, no tomli_w)."""
+    text = src.read_text(encoding="utf-8")
+    # drop any existing wheels/platforms lines (top-level keys only)
+    text = re.sub(r"(?m)^(wheels|platforms)\s*=\s*\[[^\]]*\]\s*\n", "", text)
+    lines = ",\n  ".join(f'"./wheels/{w}"' for w in wheels)
+    block = f'platforms = ["{platform}"]\nwheels = [\n  {lines},\n]\n' if wheels else f'platforms = ["{platform}"]\n'
+    # insert before the first table header so the keys stay top-level
+    m = re.search(r"(?m)^\[", text)
+    text = text[: m.start()] + block + "\n" + text[m.start():] if m else text + "\n" + block
+    dest.write_text(text, encoding="utf-8")
+
+
+def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | None) -> Path:
+    stage_dir = build_dir / "extension"
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    shutil.copytree(ADDON_SRC, stage_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    wheels_dir = stage_dir / "wheels"
+    wheels_dir.mkdir()
+    runtime = build_runtime_wheel(wheels_dir)
+    with zipfile.ZipFile(runtime) as zf:
+        weights = [n for n in zf.namelist() if n.startswith("glvd/weights/") and n.endswith(".pt")]
+    if weights:
+        print(f"checkpoint in the runtime wheel: {', '.join(weights)}")
+    else:
+        print("note: no checkpoint (glvd/weights/*.pt) in the runtime wheel; "
+              "set one in the add-on preferences")
+    if not no_deps:
+        download_dependency_wheels(wheels_dir, platform, torch_wheel)
+    wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
+    write_staged_manifest(MANIFEST, stage_dir / "blender_manifest.toml", wheels, platform)
+    return stage_dir
+
+
+def summarize(zip_path: Path) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        infos = zf.infolist()
+    size = zip_path.stat().st_size
+    print(f"\n{zip_path.relative_to(ROOT) if zip_path.is_relative_to(ROOT) else zip_path}: "
+          f"{size / 1e6:.1f} MB, {len(infos)} files")
+    code = [i for i in infos if not i.filename.startswith("wheels/")]
+    wheels = [i for i in infos if i.filename.startswith("wheels/")]
+    for i in code:
+        print(f"  {i.filename:48s} {i.file_size:>10,d} B")
+    for i in wheels:
+        print(f"  {i.filename:48s} {i.compress_size / 1e6:>8.1f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--platform", default="linux-x64", choices=sorted(PLATFORM_TAGS))
+    ap.add_argument("--torch-wheel", type=Path, default=None, help="bundle this torch wheel")
+    ap.add_argument("--no-deps", action="store_true", help="only the runtime wheel (fast developer build)")
+    ap.add_argument("--build-dir", type=Path, default=ROOT / "build")
+    ap.add_argument("--dist-dir", type=Path, default=ROOT / "dist")
+    args = ap.parse_args(argv)
+    try:
+        manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+        ext_id, version = manifest["id"], manifest["version"]
+        tool = blender_ext_tool()
+        stage_dir = stage(args.build_dir.resolve(), args.platform, args.no_deps, args.torch_wheel)
+        args.dist_dir.mkdir(parents=True, exist_ok=True)
+        out = args.dist_dir.resolve() / f"{ext_id}-{version}-{args.platform}.zip"
+        out.unlink(missing_ok=True)
+        tags = valid_tags_file(tool)
+        tag_args = [f"--valid-tags={tags}"] if tags else []
+        run([sys.executable, str(tool), "build", "--source-dir", str(stage_dir),
+             "--output-filepath", str(out), *tag_args], "blender_ext.py build")
+        run([sys.executable, str(tool), "validate", *tag_args, str(out)], "blender_ext.py validate")
+        with zipfile.ZipFile(out) as zf:
+            bad = [n for n in zf.namelist() if re.match(r"wheels/numpy-", n)]
+        if bad:
+            raise BuildError(f"numpy must never be bundled, found {bad}")
+        summarize(out)
+        print(f"validated by Blender's extension tool: {out}")
+        return 0
+    except BuildError as exc:
+        print(f"build.py: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        print(f"build.py: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Data the extension keeps: inputs on the Scene (saved with the .blend), job state on the WindowManager."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+DEVICE_ITEMS = [
+    ("AUTO", "Auto", "CUDA when the runtime finds a GPU, else the CPU"),
+    ("CPU", "CPU", "Always the CPU"),
+    ("CUDA", "CUDA", "An NVIDIA GPU (fails clearly when there is none)"),
+]
+SCENE_DEVICE_ITEMS = [("PREFS", "Preferences", "The device chosen in the add-on preferences"), *DEVICE_ITEMS]
+TARGET_ITEMS = [
+    ("NEW", "New Object", "Add a new \"GLVD Face\" object at the 3D cursor"),
+    ("UPDATE", "Update Selected", "Replace the shape of the active GLVD object, keeping its vertex order, "
+     "UVs, modifiers, vertex groups and rig"),
+]
+
+
+def _is_camera(_self: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
+    return obj.type == "CAMERA"
+
+
+class GLVD_PG_photo(bpy.types.PropertyGroup):
+    """One reference photo of the panel's list (``name`` is what the list shows)."""
+
+    filepath: StringProperty(name="File", subtype="FILE_PATH", description="The photo on disk")
+    image: PointerProperty(type=bpy.types.Image, name="Image",
+                           description="The photo as a Blender image (packed and generated images work)")
+    camera: PointerProperty(type=bpy.types.Object, name="Camera", poll=_is_camera,
+                            description="A camera that took this photo (used when 'Use Scene Cameras' is on)")
+
+
+class GLVD_PG_image_input(bpy.types.PropertyGroup):
+    """An item of the operator's ``images`` (scripting): ``{"filepath": "/photos/a.jpg"}``."""
+
+    filepath: StringProperty(name="File", subtype="FILE_PATH")
+
+
+class GLVD_PG_settings(bpy.types.PropertyGroup):
+    photos: CollectionProperty(type=GLVD_PG_photo)
+    photo_index: IntProperty(name="Active Photo", default=0, min=0)
+    steps: IntProperty(name="Steps", default=10, min=1, max=30,
+                       description="Descent steps; each becomes a shape key")
+    device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFS")
+    target: EnumProperty(name="Result", items=TARGET_ITEMS, default="NEW")
+    add_expressions: BoolProperty(
+        name="ARKit Expressions", default=True,
+        description="Add the 53 ARKit expression shape keys, relative to the result (rig-ready)")
+    animate_steps: BoolProperty(name="Animate Steps", default=False,
+                                description="Keyframe the step keys so playback shows the descent")
+    frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250)
+    use_cameras: BoolProperty(
+        name="Use Scene Cameras", default=True,
+        description="When every photo has a camera (set on the photo, or a camera whose background "
+        "image is the photo), send those cameras instead of estimating them")
+
+
+class GLVD_PG_job(bpy.types.PropertyGroup):
+    """The running job, for the panel (not saved in files that matter: it lives on the WindowManager)."""
+
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    step: IntProperty(default=0)
+    steps: IntProperty(default=0)
+    status: StringProperty(default="")
+    cancel_requested: BoolProperty(default=False)
+    last_message: StringProperty(default="")
+
+
+classes = (GLVD_PG_photo, GLVD_PG_image_input, GLVD_PG_settings, GLVD_PG_job)
+
+
+def register_props() -> None:
+    bpy.types.Scene.glvd = PointerProperty(type=GLVD_PG_settings)
+    bpy.types.WindowManager.glvd_job = PointerProperty(type=GLVD_PG_job)
+
+
+def unregister_props() -> None:
+    del bpy.types.WindowManager.glvd_job
+    del bpy.types.Scene.glvd

@@ -36,8 +36,9 @@ class CancelToken(Protocol):
 
 @dataclass
 class ModelConfig:
-    image_size: int = 192
-    encoder_widths: tuple[int, ...] = (32, 48, 96, 144, 192)
+    # sized for CPU training in one session: a 128 px crop and a slim encoder (~0.14 GFLOP per view)
+    image_size: int = 128
+    encoder_widths: tuple[int, ...] = (24, 32, 64, 96, 128)
     kp_feat: int = 64  # per scale, for keypoints
     kp_hidden: int = 256
     kp_embed: int = 32

@@ -82,7 +82,7 @@ class _Batches(torch.utils.data.IterableDataset):
             if gen is None:
                 gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s)
             else:
-                gen.reseed(s)
+                gen.gen.manual_seed(s)  # all of the generator's randomness comes from this torch.Generator
             views = 1 + (i % self.max_views)
             yield i, gen.sample(self.batch, views)
             i += 1

@@ -90,10 +90,16 @@ def mediapipe_available() -> bool:
     return _cache["mp"] is not None
 
 
+def _mp() -> Any:
+    if not mediapipe_available():
+        raise RuntimeError("MediaPipe is not installed: pip install mediapipe==0.10.21")
+    return _cache["mp"]
+
+
 def _face_mesh(max_faces: int) -> Any:
     key = ("mesh", max_faces)
     if key not in _cache:
-        mp = _cache["mp"]
+        mp = _mp()
         _cache[key] = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False, min_detection_confidence=0.5
         )
@@ -102,7 +108,7 @@ def _face_mesh(max_faces: int) -> Any:
 
 def _face_detector() -> Any:
     if "det" not in _cache:
-        mp = _cache["mp"]
+        mp = _mp()
         # model 1 = full range: finds faces down to a few % of the photo
         _cache["det"] = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
     return _cache["det"]
@@ -166,11 +172,15 @@ def _cascade(name: str) -> Any:
     return _cache[key]
 
 
-def haar_boxes(img: np.ndarray, min_neighbors: int = 5) -> list[tuple[str, tuple[float, float, float, float], float]]:
-    """OpenCV Haar cascades -> [(kind, (x, y, w, h), score)] in ``img`` pixels.
+HaarBox = tuple[str, tuple[float, float, float, float], float, bool]
+
+
+def haar_boxes(img: np.ndarray, min_neighbors: int = 5) -> list[HaarBox]:
+    """OpenCV Haar cascades -> [(kind, (x, y, w, h), score, mirrored)] in ``img`` pixels.
 
     kind is "haar-frontal" or "haar-profile"; the profile cascade (trained on one
-    side) also runs on the mirrored photo. score = the cascade's level weight.
+    side) also runs on the mirrored photo (``mirrored`` True). score = the
+    cascade's level weight.
     """
     import cv2
 
@@ -182,7 +192,7 @@ def haar_boxes(img: np.ndarray, min_neighbors: int = 5) -> list[tuple[str, tuple
     grey = cv2.equalizeHist(grey)
     gw = grey.shape[1]
     min_size = max(24, int(0.04 * min(grey.shape[:2])))
-    out: list[tuple[str, tuple[float, float, float, float], float]] = []
+    out: list[HaarBox] = []
     jobs = [
         ("haar-frontal", "haarcascade_frontalface_default.xml", False),
         ("haar-profile", "haarcascade_profileface.xml", False),
@@ -195,14 +205,18 @@ def haar_boxes(img: np.ndarray, min_neighbors: int = 5) -> list[tuple[str, tuple
         )
         for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=False):
             xx = gw - x - bw if flip else x
-            out.append((kind, (xx / r, y / r, bw / r, bh / r), float(wt)))
+            out.append((kind, (xx / r, y / r, bw / r, bh / r), float(wt), flip))
     return out
 
 
-def calibrated_box(kind: str, rect: tuple[float, float, float, float]) -> tuple[float, float, float]:
+def calibrated_box(
+    kind: str, rect: tuple[float, float, float, float], mirrored: bool = False
+) -> tuple[float, float, float]:
     """A detector rectangle -> the 68-landmark crop box, with ``HAAR_CALIBRATION``."""
     x, y, w, h = rect
     dx, dy, s = HAAR_CALIBRATION[kind]
+    if mirrored:  # a profile found on the mirrored photo: its offset mirrors too
+        dx = -dx
     return x + w * (0.5 + dx), y + h * (0.5 + dy), s * max(w, h)
 
 
@@ -245,11 +259,9 @@ def _detect_mediapipe(img: np.ndarray, max_faces: int) -> list[Face]:
     if faces:
         return faces
     # small or turned faces: propose boxes, re-run the mesh close up on each
-    cands: list[tuple[str, tuple[float, float, float, float], float]] = [
-        ("mediapipe-detector", b[:4], b[4]) for b in _detector_boxes(img)
-    ]
+    cands: list[HaarBox] = [("mediapipe-detector", b[:4], b[4], False) for b in _detector_boxes(img)]
     cands += haar_boxes(img, min_neighbors=4)
-    for kind, rect, score in cands:
+    for kind, rect, score, mirrored in cands:
         x, y, w, h = rect
         side = max(w, h) * REGION_CONTEXT
         dense = _mesh_in_region(img, x + w / 2, y + h / 2, side)
@@ -257,7 +269,7 @@ def _detect_mediapipe(img: np.ndarray, max_faces: int) -> list[Face]:
             faces.append(_face_from_mesh(dense, "mediapipe"))
         elif (kind == "mediapipe-detector" and score >= 0.7) or (kind != "mediapipe-detector" and score >= 3.0):
             # confident box the mesh cannot confirm (e.g. a full profile): keep it, no landmarks
-            faces.append(Face(calibrated_box(kind, rect), kind, score=score))
+            faces.append(Face(calibrated_box(kind, rect, mirrored), kind, score=score))
     if faces:
         return faces
     # photos stored sideways without an EXIF tag
@@ -273,7 +285,7 @@ def _detect_mediapipe(img: np.ndarray, max_faces: int) -> list[Face]:
 
 
 def _detect_haar(img: np.ndarray) -> list[Face]:
-    return [Face(calibrated_box(kind, rect), kind, score=score) for kind, rect, score in haar_boxes(img)]
+    return [Face(calibrated_box(k, rect, m), k, score=sc) for k, rect, sc, m in haar_boxes(img)]
 
 
 def detect_faces(img: np.ndarray, backend: str = "auto", max_faces: int = 8) -> list[Face]:

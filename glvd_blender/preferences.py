@@ -52,9 +52,9 @@ class GLVD_AP_preferences(bpy.types.AddonPreferences):
     python: StringProperty(
         name="Python", subtype="FILE_PATH", default="",
         description="The Python that runs the GLVD worker (empty: Blender's own, with the extension's wheels)")
-    startup_timeout: FloatProperty(name="Start Timeout", default=180.0, min=5.0, max=3600.0, unit="TIME_ABSOLUTE",
+    startup_timeout: FloatProperty(name="Start Timeout", default=180.0, min=1.0, max=3600.0, unit="TIME_ABSOLUTE",
                                    description="Seconds the worker may take to start (importing torch)")
-    step_timeout: FloatProperty(name="Silence Timeout", default=120.0, min=5.0, max=3600.0, unit="TIME_ABSOLUTE",
+    step_timeout: FloatProperty(name="Silence Timeout", default=120.0, min=1.0, max=3600.0, unit="TIME_ABSOLUTE",
                                 description="A worker silent for longer than this is considered hung and stopped")
     keep_worker: BoolProperty(name="Keep Runtime Running", default=True,
                               description="Keep the model loaded between reconstructions (much faster)")

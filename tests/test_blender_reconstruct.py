@@ -1,0 +1,324 @@
+"""Reconstruct Face in real Blender (bpy module), the extension installed from the built zip.
+
+Each test is one fresh Blender session (a subprocess, see conftest.run_blender).
+The runtime runs out of process, exactly as in the desktop app.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import REPO, load_pure, obj_vertices, run_blender
+
+frames = load_pure("frames")
+engine = load_pure("engine")
+jobmod = load_pure("job")
+
+
+def cli_reconstruct(photo: Path, checkpoint: Path, steps: int, out: Path) -> list[np.ndarray]:
+    """``python -m glvd reconstruct``: every step's vertices (head frame), [-1] the result."""
+    proc = subprocess.run([sys.executable, "-m", "glvd", "reconstruct", str(photo), "-o", str(out), "--steps",
+                           str(steps), "--checkpoint", str(checkpoint), "--device", "cpu", "-q", "--all-steps"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps_v = [obj_vertices(out.with_name(f"{out.stem}_step{i:02d}.obj")) for i in range(1, steps + 1)]
+    np.testing.assert_array_equal(steps_v[-1], obj_vertices(out))
+    return steps_v
+
+
+def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoint: Path, installed_home: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "arrays"
+    out.mkdir()
+    res = run_blender(f"""
+        import numpy as np
+        OUT = {str(out)!r}
+        r = {{}}
+        scene = bpy.context.scene
+        scene.cursor.location = (1.0, 2.0, 3.0)
+        n_objects, n_meshes = len(bpy.data.objects), len(bpy.data.meshes)
+        op = bpy.ops.glvd.reconstruct_face
+        r["undo_flag"] = "UNDO" in bpy.types.GLVD_OT_reconstruct_face.bl_options
+        ret = op(images=[{{"name": "", "filepath": {str(face_photo)!r}}}], steps=3, device="CPU",
+                 checkpoint={str(checkpoint)!r}, expressions=True)
+        r["ret"] = sorted(ret)
+        r["new_objects"] = len(bpy.data.objects) - n_objects
+        r["new_meshes"] = len(bpy.data.meshes) - n_meshes
+        ob = bpy.context.view_layer.objects.active
+        me = ob.data
+        r["name"] = ob.name
+        r["location"] = list(ob.location)
+        r["selected"] = ob.select_get()
+        r["n_verts"], r["n_polys"] = len(me.vertices), len(me.polygons)
+        r["uv_layers"] = [u.name for u in me.uv_layers]
+        smooth = np.zeros(len(me.polygons), dtype=bool)
+        me.polygons.foreach_get("use_smooth", smooth)
+        r["all_smooth"] = bool(smooth.all())
+        keys = me.shape_keys.key_blocks
+        r["keys"] = [k.name for k in keys]
+        r["values"] = [k.value for k in keys]
+        r["relative"] = [k.relative_key.name for k in keys]
+        r["active_key"] = ob.active_shape_key.name
+        r["props"] = {{k: (v if isinstance(v, (int, float, str)) else list(v) if k != "glvd_timings" else dict(v))
+                      for k, v in ob.items()}}
+        def co(kb):
+            a = np.empty(len(kb.data) * 3, np.float32)
+            kb.points.foreach_get("co", a)
+            return a.reshape(-1, 3)
+        for k in keys[:4]:
+            np.save(os.path.join(OUT, k.name.replace(" ", "_") + ".npy"), co(k))
+        # evaluated mesh = the last step (the final result is what the artist sees)
+        dg = bpy.context.evaluated_depsgraph_get()
+        ev = ob.evaluated_get(dg).to_mesh()
+        evco = np.empty(len(ev.vertices) * 3, np.float32)
+        ev.vertices.foreach_get("co", evco)
+        np.save(os.path.join(OUT, "evaluated.npy"), evco.reshape(-1, 3))
+        ob.evaluated_get(dg).to_mesh_clear()
+        # an expression key at 1 adds its delta on top of the result
+        jaw = keys["jawOpen"]
+        r["jaw_delta_max"] = float(np.abs(co(jaw) - co(keys["GLVD 03"])).max())
+
+        # -- update in place: rig-like data must survive, vertex order must not change
+        loops_before = np.empty(len(me.loops), np.int32)
+        me.loops.foreach_get("vertex_index", loops_before)
+        vg = ob.vertex_groups.new(name="jaw")
+        vg.add(list(range(0, 200, 3)), 1.0, "REPLACE")
+        ob.modifiers.new("Subsurf", "SUBSURF")
+        uv_before = np.empty(len(me.loops) * 2, np.float32)
+        me.uv_layers[0].data.foreach_get("uv", uv_before)
+        ret = op(images=[{{"name": "", "filepath": {str(face_photo)!r}}}], steps=2, device="CPU",
+                 checkpoint={str(checkpoint)!r}, target="UPDATE", expressions=False, animate=True,
+                 frames_per_step=4)
+        r["update_ret"] = sorted(ret)
+        r["update_objects"] = len(bpy.data.objects) - n_objects
+        ob2 = bpy.context.view_layer.objects.active
+        r["update_same"] = ob2 == ob and ob2.data == me
+        loops_after = np.empty(len(me.loops), np.int32)
+        me.loops.foreach_get("vertex_index", loops_after)
+        uv_after = np.empty(len(me.loops) * 2, np.float32)
+        me.uv_layers[0].data.foreach_get("uv", uv_after)
+        r["loops_same"] = bool((loops_before == loops_after).all())
+        r["uvs_same"] = bool((uv_before == uv_after).all())
+        r["group"] = [v.index for v in me.vertices if any(g.group == vg.index for g in v.groups)]
+        r["modifiers"] = [m.name for m in ob.modifiers]
+        r["update_keys"] = [k.name for k in me.shape_keys.key_blocks]
+        r["update_values"] = [k.value for k in me.shape_keys.key_blocks]
+        r["update_steps_prop"] = ob["glvd_steps"]
+        np.save(os.path.join(OUT, "update_last.npy"), co(me.shape_keys.key_blocks["GLVD 02"]))
+        anim = me.shape_keys.animation_data
+        r["animated"] = anim is not None and anim.action is not None
+        f0 = scene.frame_start
+        vals = []
+        for f in (f0, f0 + 4, f0 + 8):
+            scene.frame_set(f)
+            vals.append([round(me.shape_keys.key_blocks[n].value, 3) for n in ("GLVD 01", "GLVD 02")])
+        r["played"] = vals
+        result(r)
+    """, installed_home, enable=True)
+
+    assert res["undo_flag"] is True  # one undo step; background Blender has no undo stack to call
+    assert res["ret"] == ["FINISHED"]
+    assert res["new_objects"] == 1 and res["new_meshes"] == 1
+    assert res["name"] == "GLVD Face" and res["selected"]
+    np.testing.assert_allclose(res["location"], [1.0, 2.0, 3.0])  # at the 3D cursor
+    cli_steps = cli_reconstruct(face_photo, checkpoint, 3, tmp_path / "cli.obj")
+    cli = cli_steps[-1]
+    assert res["n_verts"] == len(cli)
+    if "ict" in str(checkpoint) or checkpoint.name == "glvd_face.pt" or len(cli) > 5000:
+        assert res["n_verts"] == 9409  # the ICT face area
+    assert res["n_polys"] > 0 and res["uv_layers"] == ["UVMap"] and res["all_smooth"]
+    keys = res["keys"]
+    assert keys[:4] == ["Basis", "GLVD 01", "GLVD 02", "GLVD 03"]
+    assert len(keys) == 4 + 53 and "browDown_L" in keys and "jawOpen" in keys
+    assert res["values"][1:4] == [0.0, 0.0, 1.0] and all(v == 0.0 for v in res["values"][4:])
+    assert res["relative"][1:4] == ["Basis"] * 3
+    assert set(res["relative"][4:]) == {"GLVD 03"}  # expressions relative to the result
+    assert res["active_key"] == "GLVD 03"
+    assert 0.0 < res["jaw_delta_max"] < 0.1  # a real delta, in metres
+    props = res["props"]
+    assert props["glvd_face"] and props["glvd_steps"] == 3 and props["glvd_photos"] == [str(face_photo)]
+    assert props["glvd_checkpoint"] == str(checkpoint) and "blender_total_s" in props["glvd_timings"]
+
+    # every step key is the CLI's step for the same input (in Blender's frame); the last is its result
+    for i, cli_v in enumerate(cli_steps, start=1):
+        key = np.load(tmp_path / "arrays" / f"GLVD_{i:02d}.npy")
+        np.testing.assert_allclose(key, frames.head_to_blender(cli_v), atol=2e-5, err_msg=f"GLVD {i:02d}")
+    last = np.load(tmp_path / "arrays" / "GLVD_03.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "arrays" / "evaluated.npy"), last, atol=1e-5)
+    basis = np.load(tmp_path / "arrays" / "Basis.npy")
+    step1 = np.load(tmp_path / "arrays" / "GLVD_01.npy")
+    assert np.abs(step1 - basis).max() > 1e-4 and np.abs(last - step1).max() > 1e-4  # the descent moved
+
+    # update in place
+    assert res["update_ret"] == ["FINISHED"] and res["update_objects"] == 1 and res["update_same"]
+    assert res["loops_same"] and res["uvs_same"]
+    assert res["group"] == list(range(0, 200, 3)) and res["modifiers"] == ["Subsurf"]
+    assert res["update_keys"] == ["Basis", "GLVD 01", "GLVD 02"]  # step 3 and the expressions went away
+    assert res["update_values"] == [1.0, 0.0, 1.0] and res["update_steps_prop"] == 2
+    cli2 = cli_reconstruct(face_photo, checkpoint, 2, tmp_path / "cli2.obj")[-1]
+    np.testing.assert_allclose(np.load(tmp_path / "arrays" / "update_last.npy"), frames.head_to_blender(cli2),
+                               atol=2e-5)
+    assert res["animated"] and res["played"] == [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def _fake_python(path: Path, body: str) -> str:
+    """An executable that stands in for Python (the preferences' Python override)."""
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Path, installed_home: Path,
+                                               tmp_path: Path) -> None:
+    grey = tmp_path / "grey wall.png"
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(grey)
+    garbage = tmp_path / "broken.png"
+    garbage.write_bytes(b"this is not a PNG at all" * 10)
+    bad_ckpt = tmp_path / "corrupt.pt"
+    bad_ckpt.write_bytes(b"\x00" * 100)
+    crash = _fake_python(tmp_path / "crash.sh", "echo 'Fatal: the runtime blew up' >&2; exit 7")
+    hang = _fake_python(tmp_path / "hang.sh",
+                        """echo '{"event": "ready", "id": null, "version": "x", "pid": 0}'; sleep 120""")
+    res = run_blender(f"""
+        r = {{}}
+        PHOTO, CKPT = {str(face_photo)!r}, {str(checkpoint)!r}
+        def attempt(label, **kw):
+            kw.setdefault("checkpoint", CKPT)
+            kw.setdefault("device", "CPU")
+            kw.setdefault("steps", 1)
+            before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys))
+            try:
+                ret = sorted(bpy.ops.glvd.reconstruct_face(**kw))
+                msg = ""
+            except RuntimeError as exc:  # bpy.ops raises on an ERROR report
+                ret, msg = ["ERROR"], str(exc)
+            after = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys))
+            r[label] = {{"ret": ret, "msg": msg, "unchanged": before == after}}
+        img = lambda p: [{{"name": "", "filepath": p}}]
+        attempt("no_photos")
+        attempt("missing_file", images=img("/no/such/dir/face.jpg"))
+        attempt("unreadable", images=img({str(garbage)!r}))
+        attempt("no_face", images=img({str(grey)!r}))
+        attempt("missing_checkpoint", images=img(PHOTO), checkpoint="/no/such/model.pt")
+        attempt("corrupt_checkpoint", images=img(PHOTO), checkpoint={str(bad_ckpt)!r})
+        bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
+        attempt("update_not_glvd", images=img(PHOTO), target="UPDATE")
+        PREFS.python = {crash!r}
+        attempt("worker_crash", images=img(PHOTO))
+        PREFS.python = {hang!r}
+        PREFS.step_timeout = 2.0
+        import time
+        t0 = time.monotonic()
+        attempt("worker_hang", images=img(PHOTO))
+        r["hang_seconds"] = time.monotonic() - t0
+        PREFS.python = ""
+        PREFS.step_timeout = 120.0
+        attempt("recovered", images=img(PHOTO), expressions=False)
+        result(r)
+    """, installed_home, enable=True)
+    expect = {
+        "no_photos": "no photos",
+        "missing_file": "photo not found: /no/such/dir/face.jpg",
+        "unreadable": "unreadable_image",
+        "no_face": "no_face",
+        "missing_checkpoint": "checkpoint not found: /no/such/model.pt",
+        "corrupt_checkpoint": "[checkpoint]",
+        "update_not_glvd": "select a GLVD Face object",
+        "worker_crash": "the runtime blew up",
+        "worker_hang": "hung",
+    }
+    for label, text in expect.items():
+        got = res[label]
+        assert got["ret"] == ["ERROR"], (label, got)
+        assert text in got["msg"], (label, got["msg"])
+        assert got["unchanged"], (label, "the scene changed")
+    assert "no face found in" in res["no_face"]["msg"] and "grey wall.png" in res["no_face"]["msg"]
+    assert "exit code 7" in res["worker_crash"]["msg"]
+    assert res["hang_seconds"] < 30
+    assert res["recovered"]["ret"] == ["FINISHED"] and not res["recovered"]["unchanged"]
+
+
+def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: Path, installed_home: Path,
+                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "my scans ü"
+    folder.mkdir()
+    photo = folder / "фото лица.png"
+    shutil.copy(face_photo, photo)
+    res = run_blender(f"""
+        r = {{}}
+        FOLDER, CKPT = {str(folder)!r}, {str(checkpoint)!r}
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(FOLDER, "scene.blend"))
+        s = bpy.context.scene.glvd
+        r["add"] = sorted(bpy.ops.glvd.photo_add(directory=FOLDER, files=[{{"name": "фото лица.png"}}]))
+        item = s.photos[0]
+        item.image.filepath = bpy.path.relpath(item.image.filepath)
+        item.filepath = item.image.filepath
+        r["relative_path"] = item.image.filepath
+        # the panel's list is used when no images are passed
+        r["relative"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+                                                             expressions=False))
+        r["photos_prop"] = list(bpy.context.active_object["glvd_photos"])
+        item.image.pack()
+        os.rename(os.path.join(FOLDER, "фото лица.png"), os.path.join(FOLDER, "moved away.png"))
+        r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+                                                           expressions=False))
+        # a loaded image added from Blender's own list
+        r["add_image"] = sorted(bpy.ops.glvd.photo_add_image(image=item.image.name))
+        r["n_photos"] = len(s.photos)
+        s.photo_index = 1
+        bpy.ops.glvd.photo_remove()
+        r["after_remove"] = len(s.photos)
+        bpy.ops.glvd.photo_clear()
+        r["after_clear"] = len(s.photos)
+        PREFS.checkpoint = CKPT
+        PREFS.device = "CPU"
+        r["check"] = sorted(bpy.ops.glvd.check_runtime())
+        r["status"] = PREFS.runtime_status
+        r["faces"] = len([o for o in bpy.data.objects if "glvd_face" in o])
+        result(r)
+    """, installed_home, enable=True)
+    assert res["add"] == ["FINISHED"]
+    assert res["relative_path"] == "//фото лица.png"
+    assert res["relative"] == ["FINISHED"] and res["photos_prop"] == ["//фото лица.png"]
+    assert res["packed"] == ["FINISHED"]
+    assert res["add_image"] == ["FINISHED"] and res["n_photos"] == 2
+    assert res["after_remove"] == 1 and res["after_clear"] == 0
+    assert res["check"] == ["FINISHED"]
+    assert res["status"].startswith("torch ") and "checkpoint" in res["status"]
+    assert res["faces"] == 2
+
+
+def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) -> None:
+    """The worker protocol under cancel, with the real ``glvd worker`` (started the way Blender starts it)."""
+    worker = engine.Worker(engine.worker_command(sys.executable), engine.worker_env(sys.path), cwd=str(REPO)).start()
+    try:
+        req = jobmod.Request(images=[str(face_photo)], steps=30, device="cpu", checkpoint=str(checkpoint))
+        job = jobmod.Job(worker, req)
+        job.start()
+        t0 = time.monotonic()
+        while not job.steps_seen and not job.finished and time.monotonic() - t0 < 300:
+            job.pump()
+            time.sleep(0.02)
+        assert job.steps_seen, job.error
+        job.cancel()
+        while not job.finished and time.monotonic() - t0 < 300:
+            job.pump()
+            time.sleep(0.02)
+        assert job.state == "cancelled" and len(job.steps_seen) < 30
+        assert worker.alive
+        # the same worker answers the next request
+        again = jobmod.Job(worker, jobmod.Request(images=[str(face_photo)], steps=1, device="cpu",
+                                                  checkpoint=str(checkpoint), expressions=False))
+        again.run()
+        assert again.state == "done", again.error
+        assert again.result["vertices"].shape[0] == 2
+    finally:
+        worker.stop()
+    assert not worker.alive

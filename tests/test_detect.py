@@ -218,3 +218,13 @@ def test_no_face_with_mediapipe() -> None:
     assert detect.detect_faces(img, backend="mediapipe") == []
     with pytest.raises(NoFaceError, match=r"no face found in noise\.png"):
         prepare_view(img, name="noise.png")
+
+
+def test_without_mediapipe_falls_back_to_haar(astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on an install without mediapipe: "auto" uses Haar, "mediapipe" says what to install."""
+    monkeypatch.setitem(detect._cache, "mp", None)
+    assert detect.backend_name() == "haar"
+    v = prepare_view(astronaut)
+    assert v.detector.startswith("haar") and v.landmarks68 is None and v.crop.shape == (3, 192, 192)
+    with pytest.raises(RuntimeError, match="mediapipe"):
+        detect.detect_faces(astronaut, backend="mediapipe")

@@ -22,7 +22,8 @@ from .augment import AugmentConfig, augment
 from .backgrounds import Backgrounds
 from .morphable import HeadModel, sample_deformation, sample_expression, sample_identity
 from .raster import project, rasterize, transform
-from .shading import HeadAppearance, Lights, shade, vertex_normals
+from .raster import interpolate
+from .shading import HeadAppearance, Lights, shade, shade_vertices, vertex_normals
 
 #: Frontal camera rotation: flips y and z of the head frame.
 FRONTAL_R = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
@@ -230,6 +231,7 @@ class SyntheticFaces:
         t: torch.Tensor,
         lights: Lights,
         spec_mask: torch.Tensor | None = None,
+        per_pixel: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Render heads into crops (linear RGB, no background).
 
@@ -238,6 +240,7 @@ class SyntheticFaces:
             K, R, t: ``(B, V, 3, 3)``, ``(B, V, 3, 3)``, ``(B, V, 3)``.
             lights: batch ``B*V`` (view-major inside each head).
             spec_mask: optional ``(B, N)``.
+            per_pixel: shade every pixel (Phong) instead of every vertex (Gouraud, faster).
         Returns:
             ``rgb (B*V, 3, S, S)`` linear, ``mask (B*V, S, S)`` bool.
         """
@@ -251,7 +254,11 @@ class SyntheticFaces:
         nc = torch.einsum("bij,bnj->bni", Rf, rep(normals))
         frags = rasterize(vc, tris, Kf, S)
         sm = rep(spec_mask) if spec_mask is not None else None
-        rgb = shade(frags, tris, rep(albedo), nc, lights, verts_cam=vc, spec_mask=sm)
+        if per_pixel:
+            rgb = shade(frags, tris, rep(albedo), nc, lights, verts_cam=vc, spec_mask=sm)
+        else:
+            col = shade_vertices(rep(albedo), nc, lights, verts_cam=vc, spec_mask=sm)
+            rgb = interpolate(frags, tris, col).permute(0, 3, 1, 2)
         return rgb, frags.mask
 
     def sample(self, batch: int, views: int = 1) -> dict[str, torch.Tensor]:
@@ -275,7 +282,7 @@ class SyntheticFaces:
         exposure = (
             c.exposure[0] + (c.exposure[1] - c.exposure[0]) * torch.rand(B * V, 1, 1, 1, generator=self.gen)
         ).to(self.device)
-        face = (rgb * exposure).clamp(0, 1) ** (1 / 2.2)  # linear -> display
+        face = (rgb * exposure).clamp(0, 1).sqrt()  # linear -> display (gamma 2; augmentation jitters gamma)
         bg = self.backgrounds.sample(B * V, self.gen)
         alpha = mask[:, None].float()
         if c.antialias_edges:

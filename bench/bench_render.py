@@ -1,0 +1,114 @@
+"""Throughput of the synthetic data engine (glvd.synth): rendered crops per second.
+
+Prints, for each stage and for the whole ``SyntheticFaces.sample`` call, the median
+over repeated runs, and a machine-independent ratio against a fixed reference
+workload (elementwise ops, gathers and a matmul) timed in the same process just
+before every run, so a busy machine shows up in both.
+
+    python bench/bench_render.py                 # 256x256, batch 16, 1 view, torch's default threads
+    python bench/bench_render.py --threads 1     # as a single-threaded DataLoader worker sees it
+    python bench/bench_render.py --size 192 --views 3 --repeats 7
+
+Needs the ICT kit (../shared/data/ict_facekit/ or $GLVD_KIT). Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vendor" / "glvd"))
+
+from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd.synth.augment import augment  # noqa: E402
+
+
+def reference_workload() -> float:
+    """Seconds for a fixed mix of CPU tensor work (about what one rendered view costs)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1_000_000, generator=g)
+    idx = torch.randint(0, x.numel(), (1_000_000,), generator=g)
+    a = torch.rand(256, 256, generator=g)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        y = x * 1.5 + 0.25
+        y = torch.where(y > 1.0, y - 1.0, y).sqrt()
+        y = y.index_select(0, idx)
+        _ = (a @ a).sum() + y.sum()
+    return time.perf_counter() - t0
+
+
+def timed(fn, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Run ``fn`` ``repeats`` times.
+
+    Returns its wall times, its CPU times (this process, all threads) and the wall times of
+    the reference workload taken just before each run.
+    """
+    fn()  # warm-up
+    ts, cpu, refs = [], [], []
+    for _ in range(repeats):
+        refs.append(reference_workload())
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return ts, cpu, refs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--views", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--kit", default=None)
+    ap.add_argument("--no-augment", action="store_true")
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = SynthConfig(image_size=args.size, augment=not args.no_augment)
+    gen = SyntheticFaces(kit_path=args.kit, config=cfg, seed=0)
+    B, V = args.batch, args.views
+    n = B * V
+    print(f"glvd.synth bench: {args.size}x{args.size}, batch {B} x {V} views, torch threads {torch.get_num_threads()}")
+
+    # stages, on one fixed draw
+    shapes = gen._shapes(B)
+    verts = shapes["head_vertices"]
+    K, R, t = gen._cameras(verts, V)
+    albedo, hair = gen.appearance.sample(B, gen.gen)
+    lights = gen._lights(n)
+    spec = gen.appearance.spec_mask(hair)
+    img = torch.rand(n, 3, args.size, args.size)
+    stages = {
+        "shapes": lambda: gen._shapes(B),
+        "albedo": lambda: gen.appearance.sample(B, gen.gen),
+        "render (raster+shade)": lambda: gen.render(verts, albedo, K, R, t, lights, spec),
+        "backgrounds": lambda: gen.backgrounds.sample(n, gen.gen),
+        "augment": lambda: augment(img.clone(), gen.gen, cfg.augment_config),
+    }
+    med = statistics.median
+    print(f"{'stage':24s} {'wall ms/view':>12s} {'cpu ms/view':>12s} {'x ref':>7s}")
+    for name, fn in stages.items():
+        ts, cpu, refs = timed(fn, args.repeats)
+        ratio = med(t / r for t, r in zip(ts, refs, strict=True)) / n
+        print(f"{name:24s} {med(ts) / n * 1000:12.1f} {med(cpu) / n * 1000:12.1f} {ratio:7.3f}")
+
+    ts, cpu, refs = timed(lambda: gen.sample(B, V), args.repeats)
+    ratio = med(n / t * r for t, r in zip(ts, refs, strict=True))
+    print(f"{'sample() total':24s} {med(ts) / n * 1000:12.1f} {med(cpu) / n * 1000:12.1f} {1 / ratio:7.3f}")
+    print(f"views/s (wall clock): {n / med(ts):.1f}   (median of {args.repeats} runs of {n} views)")
+    print(f"views per CPU-second: {n / med(cpu):.1f}   (= views/s of one thread on an otherwise idle core)")
+    print(f"reference workload: {med(refs) * 1000:.1f} ms; views per reference-second: {ratio:.2f}")
+    la = Path("/proc/loadavg")
+    print(f"load average: {' '.join(la.read_text().split()[:3]) if la.exists() else '?'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -179,8 +179,17 @@ def snapshot(obj: bpy.types.Object) -> dict[str, Any]:
             kco = np.empty(len(kb.data) * 3, dtype=np.float32)
             kb.points.foreach_get("co", kco)
             keys.append((kb.name, kco, kb.value, kb.relative_key.name, kb.slider_min, kb.slider_max))
-    props = {k: obj[k] for k in obj.keys() if k.startswith("glvd")}
+    props = {k: _plain(obj[k]) for k in obj.keys() if k.startswith("glvd")}
     return {"co": co, "keys": keys, "active": obj.active_shape_key_index, "props": props}
+
+
+def _plain(value: Any) -> Any:
+    """A copy of a custom property value (IDProperty groups/arrays are views into the object)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return value
 
 
 def restore(obj: bpy.types.Object, snap: dict[str, Any]) -> None:

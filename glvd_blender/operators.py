@@ -104,8 +104,9 @@ class ResultWriter:
         self.collection.objects.link(obj)
         self.created_name = obj.name
         vl = self.context.view_layer
-        for o in vl.objects.selected:
-            o.select_set(False)
+        for o in list(vl.objects.selected):
+            if o is not None:  # the list can hold a just-removed object until the next depsgraph update
+                o.select_set(False)
         obj.select_set(True)
         vl.objects.active = obj
         mesh_writer.write_basis(obj, frames.head_to_blender(template))
@@ -418,12 +419,21 @@ class GLVD_OT_cancel_reconstruct(bpy.types.Operator):
 
 
 def _prestart(context: bpy.types.Context) -> None:
+    """Start the worker and load the model while the user is still picking photos.
+
+    The worker loads the model lazily; an ``info`` request makes it load now, so the
+    Reconstruct button then finds a warm worker (its reply is ignored: other id).
+    """
     prefs = preferences.get(context)
-    if prefs.prestart and not bpy.app.background:
-        try:
-            worker_for(prefs)
-        except WorkerError:
-            pass  # reported when the user presses Reconstruct
+    if not prefs.prestart or bpy.app.background or context.window_manager.glvd_job.running:
+        return
+    fresh = engine.current_worker() is None
+    try:
+        worker = worker_for(prefs)
+        if fresh:
+            worker.request("info", device=prefs.device.lower(), checkpoint=prefs.checkpoint or None)
+    except WorkerError:
+        pass  # reported when the user presses Reconstruct
 
 
 def _load_photo(path: str) -> bpy.types.Image:

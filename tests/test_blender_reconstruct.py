@@ -322,3 +322,89 @@ def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) 
     finally:
         worker.stop()
     assert not worker.alive
+
+
+def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, installed_home: Path) -> None:
+    """The modal path without a window: what each timer tick does (pump + live keys), then Esc.
+
+    Background Blender runs no modal operators, so this drives the same objects
+    (Job.pump, ResultWriter.live_step/abort) that GLVD_OT_reconstruct_face.modal uses.
+    """
+    res = run_blender(f"""
+        import importlib, time
+        ops = importlib.import_module(ADDON + ".operators")
+        inputs = importlib.import_module(ADDON + ".inputs")
+        jobmod = importlib.import_module(ADDON + ".job")
+        r = {{}}
+        PHOTO, CKPT = {str(face_photo)!r}, {str(checkpoint)!r}
+        ctx = bpy.context
+        prefs = PREFS
+        def run_live(target=None, cancel_after=None, cold=False):
+            if cold:
+                ops.engine.shutdown_worker()
+            opts = ops.Options(steps=4, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
+                               animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT)
+            photos = inputs.from_paths([PHOTO])
+            writer = ops.ResultWriter(ctx, opts, photos, target)
+            t0 = time.monotonic()
+            job = jobmod.Job(ops.worker_for(ops.preferences.get(ctx)),
+                             jobmod.Request(images=photos.paths, steps=4, device="cpu", checkpoint=CKPT))
+            job.start()
+            first_key, live = None, []
+            while not job.finished and time.monotonic() - t0 < 300:
+                for u in job.pump():  # one timer tick
+                    if u.kind == "step" and writer.live_step(u.step, u.vertices):
+                        ob = writer.obj
+                        live.append([k.name for k in ob.data.shape_keys.key_blocks])
+                        if first_key is None:
+                            first_key = time.monotonic() - t0
+                        if cancel_after and u.step >= cancel_after:
+                            job.cancel()
+                time.sleep(0.02)
+            if job.state == "done":
+                writer.finish(job.result, time.monotonic() - t0)
+            else:
+                writer.abort()
+            return {{"state": job.state, "first_key_s": first_key, "live": live}}
+        n0 = (len(bpy.data.objects), len(bpy.data.meshes))
+        # first run: no topology yet for this checkpoint -> keys appear when the result arrives
+        r["first"] = run_live(cold=True)
+        ob = ctx.view_layer.objects.active
+        r["first_keys"] = [k.name for k in ob.data.shape_keys.key_blocks]
+        mesh_writer = importlib.import_module(ADDON + ".mesh_writer")
+        mesh_writer.remove_object(ob)
+        r["cold"] = run_live(cold=True)  # cold worker, known topology: live keys
+        mesh_writer.remove_object(ctx.view_layer.objects.active)
+        r["warm"] = run_live()
+        ob = ctx.view_layer.objects.active
+        snap_keys = [k.name for k in ob.data.shape_keys.key_blocks]
+        import numpy as np
+        before = np.empty(len(ob.data.vertices) * 3, np.float32)
+        ob.data.shape_keys.key_blocks["GLVD 04"].points.foreach_get("co", before)
+        r["n_after_warm"] = (len(bpy.data.objects) - n0[0], len(bpy.data.meshes) - n0[1])
+        # cancel an update half-way: the object must come back exactly as it was
+        r["cancel_update"] = run_live(target=ob, cancel_after=2)
+        after = np.empty_like(before)
+        ob.data.shape_keys.key_blocks["GLVD 04"].points.foreach_get("co", after)
+        r["restored_keys"] = [k.name for k in ob.data.shape_keys.key_blocks] == snap_keys
+        r["restored_co"] = bool((before == after).all())
+        r["values"] = [k.value for k in ob.data.shape_keys.key_blocks]
+        # cancel a new object half-way: nothing is left
+        n1 = (len(bpy.data.objects), len(bpy.data.meshes))
+        r["cancel_new"] = run_live(cancel_after=1)
+        r["left_after_cancel"] = (len(bpy.data.objects) - n1[0], len(bpy.data.meshes) - n1[1])
+        result(r)
+    """, installed_home, enable=True)
+    assert res["first"]["state"] == "done" and res["first"]["live"] == []  # no topology yet: waits for result
+    assert res["first_keys"] == ["Basis", "GLVD 01", "GLVD 02", "GLVD 03", "GLVD 04"]
+    for run in ("cold", "warm"):
+        assert res[run]["state"] == "done"
+        assert res[run]["live"][0] == ["Basis", "GLVD 01"]  # the first key appears with the first step
+        assert res[run]["live"][-1][-1] == "GLVD 04"
+    assert res["n_after_warm"] == [1, 1]
+    assert res["cancel_update"]["state"] == "cancelled"
+    assert res["restored_keys"] and res["restored_co"] and res["values"][-1] == 1.0
+    assert res["cancel_new"]["state"] == "cancelled" and res["cancel_new"]["live"]
+    assert res["left_after_cancel"] == [0, 0]
+    print(f"\nbutton -> first visible key: cold worker {res['cold']['first_key_s']:.2f} s, "
+          f"warm {res['warm']['first_key_s']:.2f} s")

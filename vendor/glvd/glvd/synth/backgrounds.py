@@ -37,11 +37,11 @@ def _candidate_dirs() -> list[Path]:
     return dirs
 
 
-def find_natural_images(max_images: int = 64, min_side: int = 200) -> list[np.ndarray]:
-    """Load the available natural background pictures as ``(H, W, 3)`` float32 sRGB in [0, 1]."""
+def natural_image_paths(min_side: int = 200) -> list[Path]:
+    """Usable natural pictures found in installed packages or ``$GLVD_BACKGROUNDS``, sorted."""
     from PIL import Image
 
-    out: list[np.ndarray] = []
+    out: list[Path] = []
     for d in _candidate_dirs():
         if not d.is_dir():
             continue
@@ -51,16 +51,33 @@ def find_natural_images(max_images: int = 64, min_side: int = 200) -> list[np.nd
                 continue
             try:
                 with Image.open(p) as im:
-                    if min(im.size) < min_side:
-                        continue
-                    arr = np.asarray(im.convert("RGB"), np.float32) / 255.0
+                    if min(im.size) >= min_side:
+                        out.append(p)
             except (OSError, ValueError):
                 continue
-            if arr.std() < 0.05:  # flat pictures (logos, charts) add little
-                continue
+    return out
+
+
+def find_natural_images(max_images: int = 64, min_side: int = 200, max_side: int = 512) -> list[np.ndarray]:
+    """Load the natural background pictures as ``(H, W, 3)`` float32 sRGB in [0, 1].
+
+    Pictures are shrunk to at most ``max_side`` pixels once, here, so crops are cheap later.
+    """
+    from PIL import Image
+
+    out: list[np.ndarray] = []
+    for p in natural_image_paths(min_side)[:max_images]:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                scale = max_side / max(im.size)
+                if scale < 1:
+                    im = im.resize((round(im.size[0] * scale), round(im.size[1] * scale)), Image.BILINEAR)
+                arr = np.asarray(im, np.float32) / 255.0
+        except (OSError, ValueError):
+            continue
+        if arr.std() > 0.05:  # flat pictures add little
             out.append(arr)
-            if len(out) >= max_images:
-                return out
     return out
 
 

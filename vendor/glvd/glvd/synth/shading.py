@@ -7,6 +7,7 @@ normals), the albedo and the light parameters.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,10 @@ def _incidence(tris: torch.Tensor, n: int) -> torch.Tensor:
         rows = tris.reshape(-1)
         cols = torch.arange(F_, device=tris.device).repeat_interleave(3)
         vals = torch.ones(rows.numel(), device=tris.device)
-        m = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, F_)).coalesce().to_sparse_csr()
+        with warnings.catch_warnings():  # "sparse CSR is beta": the one op used here is stable
+            warnings.simplefilter("ignore")
+            m = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, F_), check_invariants=False)
+            m = m.coalesce().to_sparse_csr()
         if len(_INCIDENCE) > 8:
             _INCIDENCE.clear()
         _INCIDENCE[key] = m

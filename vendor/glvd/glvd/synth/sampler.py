@@ -61,7 +61,7 @@ class SynthConfig:
     lights_max: int = 2
     ambient: tuple[float, float] = (0.1, 0.6)
     light_intensity: tuple[float, float] = (0.4, 1.4)
-    specular: tuple[float, float] = (0.02, 0.25)
+    specular: tuple[float, float] = (0.01, 0.12)
     exposure: tuple[float, float] = (0.8, 1.3)
     natural_backgrounds: bool = True
     augment: bool = True

@@ -38,7 +38,9 @@ RUNTIME_SRC = ROOT / "vendor" / "glvd"
 TORCH_PIN = "torch==2.13.0"
 # Dependencies of the runtime inside Blender. numpy is left out on purpose.
 DEP_PINS = ["pillow==13.0.0", "opencv-python-headless==4.11.0.86"]
-NEVER_BUNDLE = ("numpy",)
+# numpy: Blender's own. setuptools: torch lists it (for C++ extensions), unused at run time,
+# and it would shadow tooling in the site-packages every extension shares.
+NEVER_BUNDLE = ("numpy", "setuptools")
 # Blender platform -> pip --platform tags (several: pip accepts any of them).
 PLATFORM_TAGS = {
     "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
@@ -120,7 +122,7 @@ def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | No
     removed = []
     for whl in sorted(dest.glob("*.whl")):
         dist = whl.name.split("-")[0].lower().replace("_", "-")
-        # numpy: Blender's own; nvidia-*/triton: CUDA runtime pieces we do not ship.
+        # nvidia-*/triton: CUDA runtime pieces a CPU build does not need.
         if dist in NEVER_BUNDLE or dist.startswith(("nvidia-", "triton")):
             whl.unlink()
             removed.append(whl.name)

@@ -121,8 +121,9 @@ class Worker:
         except OSError as exc:
             raise WorkerError(f"could not start the GLVD worker ({self.argv[0]}): {exc}", "worker_exit") from exc
         self.started_at = self.last_event_at = time.monotonic()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name="glvd-worker-stderr", daemon=True)
+        self._stderr_thread.start()
         threading.Thread(target=self._read_stdout, name="glvd-worker-stdout", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name="glvd-worker-stderr", daemon=True).start()
         return self
 
     @property
@@ -222,6 +223,8 @@ class Worker:
                 continue
             self.events.put(ev)
         rc = self.proc.wait()
+        # the exit event must carry the whole stderr (the reason it died): let that reader finish
+        self._stderr_thread.join(timeout=2.0)
         self.events.put({"event": EXIT_EVENT, "id": None, "returncode": rc})
 
     def _read_stderr(self) -> None:

@@ -202,10 +202,7 @@ class Job:
                 engine.discard_worker(self.worker)
                 return self._fail(WorkerError(
                     f"the GLVD worker sent nothing for {quiet:.0f} s and was stopped (hung?)", "timeout"))
-            if not self.worker.alive and self.worker.events.empty():
-                engine.discard_worker(self.worker)
-                return self._fail(engine.explain_exit(
-                    self.worker.proc.returncode if self.worker.proc else None, self.worker.stderr_tail()))
+            # a dead worker is reported by the reader thread's exit event (with its stderr)
         if self.state == "cancelling" and now - self._cancel_at > self.timeouts.cancel:
             engine.discard_worker(self.worker)  # it ignored the cancel: stop it the hard way
             return self._finish_cancelled()

@@ -356,6 +356,9 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
         st.progress = u.fraction
         if u.kind == "step":
             st.step = u.step
+            if self._writer.topology is None and self._job.topology is not None:
+                # a runtime that announces the template before the steps (a "topology" event)
+                self._writer.topology = self._job.topology
             self._writer.live_step(u.step, u.vertices)
         st.status = u.message
         redraw_ui(context)

@@ -269,6 +269,14 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         os.rename(os.path.join(FOLDER, "фото лица.png"), os.path.join(FOLDER, "moved away.png"))
         r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
                                                            expressions=False))
+        # a scene camera whose background image is the photo is sent instead of estimating one
+        import math
+        cam = bpy.data.objects["Camera"]
+        cam.location, cam.rotation_euler = (0.0, -0.8, 0.0), (math.pi / 2, 0.0, 0.0)
+        cam.data.background_images.new().image = item.image
+        r["with_camera"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+                                                                expressions=False, use_cameras=True))
+        r["camera_sent"] = json.loads(bpy.context.active_object["glvd_cameras"])[0]
         # a loaded image added from Blender's own list
         r["add_image"] = sorted(bpy.ops.glvd.photo_add_image(image=item.image.name))
         r["n_photos"] = len(s.photos)
@@ -288,11 +296,16 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
     assert res["relative_path"] == "//фото лица.png"
     assert res["relative"] == ["FINISHED"] and res["photos_prop"] == ["//фото лица.png"]
     assert res["packed"] == ["FINISHED"]
+    assert res["with_camera"] == ["FINISHED"]
+    cam = res["camera_sent"]  # the front camera 0.8 m away, as the runtime received and used it
+    np.testing.assert_allclose(cam["R"], np.diag([1.0, -1.0, -1.0]), atol=1e-6)
+    np.testing.assert_allclose(cam["t"], [0.0, 0.0, 0.8], atol=1e-6)
+    np.testing.assert_allclose(cam["K"][0][0], 50.0 / 36.0 * 512, rtol=1e-5)  # 50 mm lens, 36 mm sensor, 512 px
     assert res["add_image"] == ["FINISHED"] and res["n_photos"] == 2
     assert res["after_remove"] == 1 and res["after_clear"] == 0
     assert res["check"] == ["FINISHED"]
     assert res["status"].startswith("torch ") and "checkpoint" in res["status"]
-    assert res["faces"] == 2
+    assert res["faces"] == 3
 
 
 def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) -> None:

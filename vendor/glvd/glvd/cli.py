@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--workers", type=int, default=1, help="rendering processes (0: render in the training process)")
+    t.add_argument("--workers", type=int, default=2, help="rendering processes (0: render in the training process)")
     t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
     t.add_argument("--model", default="{}", help="JSON ModelConfig overrides, e.g. '{\"image_size\": 128}'")
     t.add_argument("--synth", default="{}", help="JSON SynthConfig overrides")

@@ -41,9 +41,11 @@ class TrainConfig:
     batch: int = 8
     max_views: int = 3
     vertex_subset: int = 2048
+    dataset_size: int = 0  # 0: a fresh batch every iteration; n: cycle over n fixed batches (smoke tests)
+    start_jitter: float = 0.5  # scales the rigid jitter and noise of the perturbed starting meshes
     lr: float = 1e-3
     lr_min: float = 5e-5
-    lr_half_life_it: int = 4000  # exponential decay to lr_min
+    lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
     seed: int = 0
     save_every_s: float = 180.0
     val_every_s: float = 600.0
@@ -66,9 +68,10 @@ class _Batches(torch.utils.data.IterableDataset):
     """Renders batch ``i`` from seed ``(seed, i)``; iteration starts where training resumes."""
 
     def __init__(self, kit: str | None, synth_cfg: dict, image_size: int, seed: int, start: int, batch: int,
-                 max_views: int) -> None:
+                 max_views: int, dataset_size: int = 0) -> None:
         self.kit, self.synth_cfg, self.image_size = kit, synth_cfg, image_size
         self.seed, self.start, self.batch, self.max_views = seed, start, batch, max_views
+        self.dataset_size = dataset_size
 
     def __iter__(self):
         from .synth import SynthConfig, SyntheticFaces
@@ -76,19 +79,24 @@ class _Batches(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         cfg = SynthConfig(image_size=self.image_size, **self.synth_cfg)
         gen = None
-        i = self.start
+        # several loader workers take turns (the loader reads them round-robin, so order is kept)
+        info = torch.utils.data.get_worker_info()
+        stride = info.num_workers if info is not None else 1
+        i = self.start + (info.id if info is not None else 0)
         while True:
-            s = self.seed * 1_000_003 + i
+            j = i % self.dataset_size if self.dataset_size else i
+            s = self.seed * 1_000_003 + j
             if gen is None:
                 gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s)
             else:
                 gen.gen.manual_seed(s)  # all of the generator's randomness comes from this torch.Generator
-            views = 1 + (i % self.max_views)
+            views = 1 + (j % self.max_views)
             yield i, gen.sample(self.batch, views)
-            i += 1
+            i += stride
 
 
-def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
+                    ) -> torch.Tensor:
     """Starting meshes around the path from the template to the ground truth.
 
     Args:
@@ -102,13 +110,13 @@ def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generat
     a = torch.rand(B, 1, 1, generator=gen)
     a = torch.where(torch.rand(B, 1, 1, generator=gen) < 0.25, torch.zeros_like(a), a)
     x = template[None] + a * (gt - template[None])
-    ang = torch.randn(B, 3, generator=gen) * math.radians(2.0)
+    ang = torch.randn(B, 3, generator=gen) * math.radians(2.0) * jitter
     Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
-    scale = 1 + 0.03 * torch.randn(B, 1, 1, generator=gen)
-    shift = torch.randn(B, 1, 3, generator=gen) * 0.003
+    scale = 1 + 0.03 * jitter * torch.randn(B, 1, 1, generator=gen)
+    shift = torch.randn(B, 1, 3, generator=gen) * 0.003 * jitter
     c = x.mean(1, keepdim=True)
     x = scale * torch.einsum("bij,bnj->bni", Rj, x - c) + c + shift
-    sigma = torch.rand(B, 1, 1, generator=gen) * 0.0015
+    sigma = torch.rand(B, 1, 1, generator=gen) * 0.0015 * jitter
     return x + torch.randn(x.shape, generator=gen) * sigma
 
 
@@ -121,7 +129,7 @@ def jitter_cameras(cams: Cameras, gen: torch.Generator, deg: float = 2.0, rel_t:
     return Cameras(cams.K, Rj @ cams.R, t)
 
 
-def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int) -> dict[str, torch.Tensor]:
+def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0) -> dict[str, torch.Tensor]:
     """Camera, keypoint and vertex losses (vertex/keypoint in cm) for one batch."""
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
     B = gt.shape[0]
@@ -135,7 +143,7 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int) -> dict[str,
     # fields learn to work with what the camera head gives on real photos
     use_true = bool(torch.rand((), generator=gen) < 0.5)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
-    x0 = perturbed_start(model.template_vertices, gt, gen)
+    x0 = perturbed_start(model.template_vertices, gt, gen, jitter)
     kp_ids = model.keypoint_ids
     kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
@@ -212,7 +220,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                              seed=VAL_SEED)
     val = val_gen.sample(cfg.val_samples, 1)
 
-    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, it, cfg.batch, cfg.max_views)
+    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, it, cfg.batch, cfg.max_views, cfg.dataset_size)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
                                          prefetch_factor=2 if cfg.loader_workers else None,
                                          persistent_workers=False)
@@ -253,7 +261,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         t0 = time.monotonic()
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
-        ls = losses(model, s, gen, cfg.vertex_subset)
+        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter)
         opt.zero_grad(set_to_none=True)
         ls["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -261,7 +269,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         it += 1
         wall += time.monotonic() - t0
         for k, v in ls.items():
-            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v.detach())
         if bar is not None:
             bar.update(1)
             bar.set_postfix(vert=f"{running['vert']:.3f}cm", cam=f"{running['cam']:.3f}", refresh=False)

@@ -13,6 +13,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from typing import IO, Any
 
@@ -55,6 +56,7 @@ class Worker:
         self.requests: queue.Queue[dict | None] = queue.Queue()
         self.current: str | None = None
         self.cancel = threading.Event()
+        self.step_delay = float(os.environ.get("GLVD_WORKER_STEP_DELAY", "0") or 0)
 
     def reader(self, inp: IO[str]) -> None:
         for line in inp:
@@ -136,6 +138,8 @@ class Worker:
                 self.emit("progress", rid, stage=stage, step=0, steps=steps, message=message)
 
         def on_step(i: int, verts: np.ndarray) -> None:
+            if self.step_delay:
+                time.sleep(self.step_delay)  # tests slow the descent down to cancel mid-run
             self.emit("step", rid, step=i, steps=steps, vertices=encode_array(verts.astype(np.float32)))
             self.emit("progress", rid, stage="step", step=i, steps=steps, message=f"step {i}/{steps}")
 

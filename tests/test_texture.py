@@ -92,7 +92,7 @@ def render(face: dict, cam: dict, w: int = 480, h: int = 480, gain: float = 1.0,
 def truth_texture(face: dict, size: int, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The exact albedo at every texel centre ``(S, S, 3)`` float and the island mask ``(S, S)``."""
     ras = uv_raster(face["quads"], face["uvs"], face["quad_uvs"], size)
-    p = np.einsum("pk,pkc->pc", ras.bary, face["params"][ras.corners])
+    p = np.stack([ras.interp(np.ascontiguousarray(face["params"][:, k])) for k in range(2)], 1)
     out = np.zeros((size * size, 3), np.float32)
     out[ras.texel] = albedo(p, symmetric)
     return out.reshape(size, size, 3), ras.chart
@@ -137,17 +137,17 @@ def test_synthetic_face_is_well_formed(face: dict, sym: np.ndarray) -> None:
     assert (sym >= 0).all() and np.allclose(v[sym] * [-1, 1, 1], v, atol=1e-6)
     ras = uv_raster(face["quads"], face["uvs"], face["quad_uvs"], 128, sym)
     assert np.isfinite(ras.mirror_xy).all()
-    # the mirror of a mirror is the texel itself (to within a texel)
+    # the mirror of a mirror is the texel itself (to within bilinear lookups across triangle kinks)
     import cv2
 
-    mx, my = ras.mirror_xy[:, 0][None], ras.mirror_xy[:, 1][None]
+    mx, my = ras.mirror_xy[0][None], ras.mirror_xy[1][None]
     mimg = np.zeros((128 * 128, 2), np.float32)
-    mimg[ras.texel] = ras.mirror_xy
+    mimg[ras.texel] = ras.mirror_xy.T
     back = cv2.remap(mimg.reshape(128, 128, 2), mx, my, cv2.INTER_LINEAR)[0]
     own = np.stack([ras.texel % 128, ras.texel // 128], 1)
     mint = cv2.erode(ras.chart.astype(np.uint8), np.ones((5, 5), np.uint8))
     ok = (mint.reshape(-1)[ras.texel] > 0) & (mint[my[0].round().astype(int), mx[0].round().astype(int)] > 0)
-    assert np.abs(back[ok] - own[ok]).max() < 1.0
+    assert np.abs(back[ok] - own[ok]).max() < 1.5
 
 
 def test_accuracy_three_views(face: dict, sym: np.ndarray, record_property) -> None:
@@ -238,7 +238,7 @@ def test_png_orientation_v_up(face: dict) -> None:
     S = 64
     ras = uv_raster(face["quads"], face["uvs"], face["quad_uvs"], S)
     # the left island (u < 0.5) keeps v up: its top rows hold the top of the face (gy ~ +1)
-    p = np.einsum("pk,pkc->pc", ras.bary, face["params"][ras.corners])
+    p = np.stack([ras.interp(np.ascontiguousarray(face["params"][:, k])) for k in range(2)], 1)
     row, col = ras.texel // S, ras.texel % S
     left = col < S // 2
     top = left & (row < S // 4)

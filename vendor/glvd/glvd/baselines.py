@@ -139,7 +139,7 @@ def _skew(y: torch.Tensor) -> torch.Tensor:
 def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Tensor,
                        R: torch.Tensor | None = None, t: torch.Tensor | None = None, fit_camera: bool = True,
                        fit_expression: bool = True, sigma_px: float = 2.0, expression_std: float = 0.5,
-                       iters: int = 30) -> dict[str, torch.Tensor]:
+                       iters: int = 30, subset: np.ndarray | list[int] | None = None) -> dict[str, torch.Tensor]:
     """Fit identity + expression coefficients and the cameras to 2D landmarks (MAP, Levenberg-Marquardt).
 
     Energy: ``sum |proj(X_lm) - l|^2 / sigma_px^2 + |alpha|^2 + |beta / expression_std|^2`` (identity
@@ -150,14 +150,17 @@ def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Ten
         landmarks2d: ``(V, 68, 2)`` pixels; K: ``(V, 3, 3)``.
         R, t: ``(V, 3, 3)``, ``(V, 3)`` starting (or, with ``fit_camera=False``, fixed) cameras; PnP on the
             mean face when None.
+        subset: which of the 68 landmarks to fit (e.g. the 51 inner ones when the jaw contour of the
+            detector is defined differently from the model's landmark vertices); all when None.
     Returns:
         ``vertices (N, 3)``, ``identity (I,)``, ``expression (E,)``, ``R (V, 3, 3)``, ``t (V, 3)``.
     """
     dt = torch.float64
-    lm2d = landmarks2d.to(dt)
+    sub = torch.arange(68) if subset is None else torch.as_tensor(np.asarray(subset), dtype=torch.long)
+    lm2d = landmarks2d.to(dt)[:, sub]
     K = K.to(dt)
     V = lm2d.shape[0]
-    ids = model.landmarks68
+    ids = model.landmarks68[sub]
     L = len(ids)
     mean_lm = model.mean[ids].to(dt)
     if R is None or t is None:
@@ -179,7 +182,7 @@ def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Ten
         uv = project(X, K, Rv, tv)
         return torch.cat([((uv - lm2d) / sigma_px).reshape(-1), theta * prior_w]), pc
 
-    def jacobian(theta: torch.Tensor, Rv: torch.Tensor, pc: torch.Tensor) -> torch.Tensor:
+    def jacobian(Rv: torch.Tensor, pc: torch.Tensor) -> torch.Tensor:
         x, y, z = pc.unbind(-1)  # (V, L)
         D = torch.zeros(V, L, 2, 3, dtype=dt)
         D[..., 0, 0] = fx / z
@@ -195,7 +198,8 @@ def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Ten
             dw = -_skew(y_rot)  # (V, L, 3, 3): d(exp(w) R X)/dw at w = 0
             for v in range(V):
                 rows = slice(v * L * 2, (v + 1) * L * 2)
-                J[rows, P + 6 * v: P + 6 * v + 3] = torch.einsum("nki,nij->nkj", D[v], dw[v]).reshape(L * 2, 3) / sigma_px
+                jw = torch.einsum("nki,nij->nkj", D[v], dw[v]).reshape(L * 2, 3)
+                J[rows, P + 6 * v: P + 6 * v + 3] = jw / sigma_px
                 J[rows, P + 6 * v + 3: P + 6 * v + 6] = D[v].reshape(L * 2, 3) / sigma_px
         return J
 
@@ -206,7 +210,7 @@ def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Ten
     lam = 1e-3
     for _ in range(iters):
         tc_now = tc
-        J = jacobian(theta, Rc, pc)
+        J = jacobian(Rc, pc)
         H = J.T @ J
         g = J.T @ r
         improved = False
@@ -239,8 +243,8 @@ def fit_landmarks_3dmm(model: FaceModel, landmarks2d: torch.Tensor, K: torch.Ten
 # --------------------------------------------------------------------------- analysis by synthesis
 def fit_analysis_by_synthesis(model: FaceModel, images: torch.Tensor, K: torch.Tensor, landmarks2d: torch.Tensor,
                               init: dict[str, torch.Tensor], steps: int = 150, landmark_weight: float = 0.02,
-                              sigma_px: float = 2.0, expression_std: float = 0.5, lr: float = 0.02
-                              ) -> dict[str, torch.Tensor]:
+                              sigma_px: float = 2.0, expression_std: float = 0.5, lr: float = 0.02,
+                              subset: np.ndarray | list[int] | None = None) -> dict[str, torch.Tensor]:
     """Refine a landmark fit by gradient descent through the differentiable renderer.
 
     Unknowns: identity, expression, per-view camera (axis-angle increment, translation), one shared
@@ -250,6 +254,7 @@ def fit_analysis_by_synthesis(model: FaceModel, images: torch.Tensor, K: torch.T
     Args:
         images: ``(V, 3, S, S)`` sRGB in [0, 1]; K: ``(V, 3, 3)``; landmarks2d: ``(V, 68, 2)``.
         init: a :func:`fit_landmarks_3dmm` result (coefficients and cameras to start from).
+        subset: the landmarks (of the 68) in the landmark term; all when None.
     Returns:
         the same keys as :func:`fit_landmarks_3dmm`, plus ``photo_loss`` (final, scalar).
     """
@@ -276,7 +281,9 @@ def fit_analysis_by_synthesis(model: FaceModel, images: torch.Tensor, K: torch.T
         {"params": [dt], "lr": lr * 0.05},
         {"params": [alb, amb, ldir, lcol], "lr": lr},
     ])
-    lm_ids = model.landmarks68
+    sub = torch.arange(68) if subset is None else torch.as_tensor(np.asarray(subset), dtype=torch.long)
+    lm_ids = model.landmarks68[sub]
+    landmarks2d = landmarks2d[:, sub]
     photo = torch.zeros(())
     for _ in range(steps):
         verts = model.vertices(alpha, beta)

@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
     if a.samples < 1 or not a.views or min(a.views) < 1:
         p.error("--samples and --views must be positive")
     torch.set_num_threads(a.threads)
-    command = "glvd evaluate " + " ".join(shlex.quote(x) for x in argv)
+    command = " ".join(["glvd evaluate", *(shlex.quote(x) for x in argv)])
     t_start = time.perf_counter()
 
     from .baselines import (

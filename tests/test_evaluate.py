@@ -1,0 +1,147 @@
+"""Evaluation: metric code against exact cases, and `glvd evaluate` end to end on the tiny kit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from runtime_fixtures import SMALL, small_model, tiny_kit
+
+from glvd.cameras import euler_to_matrix
+from glvd.checkpoint import save_checkpoint
+from glvd.evaluate import Scorer, main, per_step_v2v
+from glvd.metrics import similarity_align, vertex_error_mm
+from glvd.surface import Surface, chamfer, closest_point_on_triangles
+from glvd.topology import load_kit, template_from_kit
+
+
+def _plane(n: int = 12, size: float = 0.1):
+    u = np.linspace(0, size, n)
+    X, Y = np.meshgrid(u, u, indexing="ij")
+    verts = np.stack([X, Y, np.zeros_like(X)], -1).reshape(-1, 3)
+    idx = np.arange(n * n).reshape(n, n)
+    quads = np.stack([idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]], -1).reshape(-1, 4)
+    return verts, np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+
+
+def test_procrustes_removes_a_similarity_exactly():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 500, 3, generator=g, dtype=torch.float64)
+    d = torch.float64
+    R = euler_to_matrix(torch.tensor([0.7, -1.2], dtype=d), torch.tensor([0.3, 0.5], dtype=d),
+                        torch.tensor([-0.4, 2.0], dtype=d))
+    s = torch.tensor([1.7, 0.4], dtype=torch.float64)[:, None, None]
+    y = s * torch.einsum("bij,bnj->bni", R, x) + torch.tensor([0.1, -2.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(similarity_align(y, x), x, atol=1e-10, rtol=0)
+    assert vertex_error_mm(y, x).max() < 1e-7
+    # and it is not a no-op: unaligned, the error is large
+    assert vertex_error_mm(y, x, align=False).min() > 100
+
+
+def test_closest_point_on_triangles_beats_dense_sampling():
+    g = torch.Generator().manual_seed(1)
+    a, b, c = torch.randn(3, 300, 3, generator=g, dtype=torch.float64).unbind(0)
+    p = torch.randn(300, 3, generator=g, dtype=torch.float64) * 2
+    q, bary = closest_point_on_triangles(p, a, b, c)
+    u = torch.linspace(0, 1, 120, dtype=torch.float64)
+    U, W = torch.meshgrid(u, u, indexing="ij")
+    keep = (U + W) <= 1
+    U, W = U[keep], W[keep]
+    dense = a[:, None] * (1 - U - W)[None, :, None] + b[:, None] * U[None, :, None] + c[:, None] * W[None, :, None]
+    brute = (dense - p[:, None]).norm(dim=-1).min(1).values
+    d = (q - p).norm(dim=-1)
+    assert (d <= brute + 1e-12).all()  # never worse than any sampled point
+    assert (brute - d).max() < 0.02  # and the samples get close to it
+    torch.testing.assert_close(bary.sum(-1), torch.ones(300, dtype=torch.float64))
+    torch.testing.assert_close((bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c), q)
+
+
+def test_surface_queries_are_exact_against_brute_force(tmp_path):
+    tpl = template_from_kit(load_kit(tiny_kit(tmp_path)), extra_keypoints=8)
+    tris = tpl.triangles()
+    v = tpl.vertices.astype(np.float64)
+    rng = np.random.default_rng(0)
+    pts = v[rng.integers(0, len(v), 400)] + rng.normal(0, 0.01, (400, 3))
+    d, tri, bary = Surface(v, tris).closest(pts)
+    P, F = len(pts), len(tris)
+    pp = torch.from_numpy(np.repeat(pts, F, 0))
+    corners = torch.from_numpy(np.tile(v[tris], (P, 1, 1)))
+    q, _ = closest_point_on_triangles(pp, corners[:, 0], corners[:, 1], corners[:, 2])
+    brute = (q - pp).norm(dim=-1).reshape(P, F).min(1).values.numpy()
+    np.testing.assert_allclose(d, brute, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm((v[tris[tri]] * bary[..., None]).sum(1) - pts, axis=1), d, atol=1e-12)
+
+
+def test_chamfer_of_identical_meshes_is_zero_and_of_a_shifted_plane_is_the_shift():
+    v, tris = _plane()
+    assert chamfer(v, v, tris) == (0.0, 0.0, 0.0)
+    shifted = v + np.array([0.0, 0.0, 0.003])
+    for x in chamfer(shifted, v, tris):
+        assert x == pytest.approx(0.003, abs=1e-12)
+    # sliding vertices within the plane changes the vertex error but not the surface error
+    slid = v.copy()
+    inner = (v[:, 0] > 0.001) & (v[:, 0] < 0.099) & (v[:, 1] > 0.001) & (v[:, 1] < 0.099)
+    slid[inner, 0] += 0.002
+    assert chamfer(slid, v, tris)[2] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scorer_zero_for_a_similar_copy_and_exact_for_a_shift(tmp_path):
+    tpl = template_from_kit(load_kit(tiny_kit(tmp_path)), extra_keypoints=8)
+    sc = Scorer(tpl.triangles(), tpl.narrow_count, tpl.landmarks68)
+    gt = torch.from_numpy(tpl.vertices).double()
+    d = torch.float64
+    R = euler_to_matrix(torch.tensor(0.5, dtype=d), torch.tensor(0.2, dtype=d), torch.tensor(-0.3, dtype=d))
+    moved = 1.3 * gt @ R.T + torch.tensor([0.01, 0.02, -0.03], dtype=torch.float64)
+    for k, val in sc.score(moved, gt).items():
+        assert val == pytest.approx(0.0, abs=1e-6), k
+    # one vertex moved by 1 cm along its... anywhere: the unaligned per-vertex mean shows it, scaled by N
+    bumped = gt.clone()
+    bumped[0, 2] += 0.01
+    s = sc.score(bumped, gt)
+    assert 0 < s["v2v"] < 10.0 / len(gt) * 1000 * 1.01
+
+
+def test_per_step_errors_start_at_the_template():
+    g = torch.Generator().manual_seed(3)
+    gt = torch.randn(50, 3, generator=g)
+    xs = torch.stack([gt + 0.1 * (3 - i) * torch.randn(50, 3, generator=g) for i in range(4)])
+    e = per_step_v2v(xs, gt)
+    assert len(e) == 4 and e[-1] == pytest.approx(0.0, abs=1e-6)
+    assert e[0] == pytest.approx(vertex_error_mm(xs[:1], gt[None]).item(), rel=1e-6)
+
+
+def test_evaluate_end_to_end_on_the_tiny_kit(tmp_path):
+    kit = tiny_kit(tmp_path)
+    ckpt = save_checkpoint(tmp_path / "m.pt", small_model(kit), {"trained": True, "commit": "abc", "iterations": 5})
+    out = tmp_path / "docs" / "RESULTS.md"
+    args = ["--kit", str(kit), "--checkpoint", str(ckpt), "--ablation", str(tmp_path / "none.pt"),
+            "--samples", "2", "--views", "1", "2", "--skip-slow", "--no-mediapipe", "--out", str(out),
+            "--threads", "1"]
+    assert main(args) == 0
+    text = out.read_text()
+    assert text.startswith("# GLVD Face: evaluation results")
+    assert "Generated by `glvd evaluate --kit" in text
+    for s in ("### held-out, 1 view", "### held-out, 2 views", "### out-of-PCA, 2 views", "## Targets",
+              "(a) template (= step 0)", "(b) 3DMM landmark fit", "not trained yet", "| iterations | 5 |"):
+        assert s in text, s
+    assert "(c) analysis-by-synthesis |" not in text.split("## Targets")[1].split("## Error per")[0]
+    steps = SMALL.steps
+    row = next(line for line in text.splitlines() if line.startswith("| held-out | 1 | GLVD, true cameras"))
+    assert len(row.split("|")) - 2 == 3 + steps + 1
+
+
+def test_evaluate_with_ablation_and_abs(tmp_path):
+    import dataclasses
+
+    kit = tiny_kit(tmp_path)
+    ckpt = save_checkpoint(tmp_path / "m.pt", small_model(kit), {"trained": True})
+    abl = save_checkpoint(tmp_path / "lvd.pt", small_model(kit, cfg=dataclasses.replace(SMALL, guidance=False)),
+                          {"trained": True, "iterations": 7})
+    out = tmp_path / "R.md"
+    assert main(["--kit", str(kit), "--checkpoint", str(ckpt), "--ablation", str(abl), "--samples", "1",
+                 "--views", "1", "--abs-samples", "1", "--abs-steps", "2", "--no-mediapipe", "--out", str(out),
+                 "--threads", "1"]) == 0
+    text = out.read_text()
+    assert "(d) LVD ablation, estimated cameras | " in text and "not trained yet" not in text
+    assert "| (c) analysis-by-synthesis |" in text
+    assert "beats the LVD ablation by >= 10% | 1 view" in text

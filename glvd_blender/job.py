@@ -7,6 +7,8 @@ the same timeouts). No bpy here.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ class Request:
     checkpoint: str | None = None
     cameras: list[dict] | None = None
     expressions: bool = False
+    texture: int | None = None  # bake the photos into a square UV texture of this size (None: no texture)
 
     def message(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class Request:
             "checkpoint": self.checkpoint or None,
             "cameras": self.cameras,
             "expressions": bool(self.expressions),
+            "texture": int(self.texture) if self.texture else None,
         }
 
 
@@ -149,6 +153,8 @@ class Job:
         if kind == "ready":
             return self._send() if self.state == "starting" else []
         if self.rid is None or ev.get("id") != self.rid:
+            if kind == "result":
+                remove_texture_file(ev)  # nobody will load it
             return []  # late events of an earlier (cancelled) request, or of `info`
         try:
             return self._handle_own(kind, ev)
@@ -225,6 +231,14 @@ def _tail(worker: engine.Worker) -> str:
 def decode_fields(ev: Event) -> dict[str, Any]:
     """Every ARRAY field decoded, the rest as is."""
     return {k: engine.decode_array(v) if isinstance(v, dict) and "b64" in v else v for k, v in ev.items()}
+
+
+def remove_texture_file(res: dict[str, Any] | None) -> None:
+    """Delete the temporary PNG a result points at (after loading it, or when the result is dropped)."""
+    path = (res or {}).get("texture_png")
+    if isinstance(path, str) and path:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def check_result(res: dict[str, Any]) -> None:

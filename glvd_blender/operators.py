@@ -12,12 +12,12 @@ import bpy
 import numpy as np
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
-from . import engine, frames, inputs, mesh_writer, preferences
+from . import engine, frames, inputs, material, mesh_writer, preferences
 from .engine import WorkerError
 from .inputs import InputError
-from .job import Job, Request, Timeouts, Update
+from .job import Job, Request, Timeouts, Update, remove_texture_file
 from .meshdata import step_key_name
-from .properties import GLVD_PG_image_input, SCENE_DEVICE_ITEMS, TARGET_ITEMS
+from .properties import GLVD_PG_image_input, SCENE_DEVICE_ITEMS, TARGET_ITEMS, TEXTURE_SIZE_ITEMS
 
 VERSION = "0.1.0"
 # template/quads/uvs of the last result per checkpoint: lets the first step of
@@ -40,6 +40,7 @@ class Options:
     frames_per_step: int
     use_cameras: bool
     checkpoint: str | None
+    texture: int | None = None  # texture size, None: no texture
 
 
 def worker_for(prefs: preferences.Prefs) -> engine.Worker:
@@ -81,6 +82,7 @@ class ResultWriter:
         self.location = tuple(context.scene.cursor.location)
         self.collection = context.collection or context.scene.collection
         self.topology = _topology_cache.get(opts.checkpoint or "")
+        self.warnings: list[str] = []  # the result is delivered, but something is missing (the texture)
 
     # where the result lives (looked up by name: undo or the user may have replaced the Python object)
     @property
@@ -112,8 +114,14 @@ class ResultWriter:
         mesh_writer.write_basis(obj, frames.head_to_blender(template))
         return obj
 
-    def live_step(self, step: int, vertices: np.ndarray) -> bool:
-        """Show one step as soon as it arrives. False when it must wait for the final result."""
+    def live_step(self, step: int, vertices: np.ndarray, topology: dict[str, Any] | None = None) -> bool:
+        """Show one step as soon as it arrives. False when it must wait for the final result.
+
+        ``topology``: the job's ``topology`` event (template, quads, UVs), which the
+        runtime sends before the first step; it wins over the cached one.
+        """
+        if topology is not None:
+            self.topology = topology
         obj = self.obj
         if obj is None:
             if self.target_name is not None or self.created_name is not None:
@@ -162,7 +170,24 @@ class ResultWriter:
         mesh_writer.show_only(obj, last.name)
         self._record(obj, res, steps, elapsed)
         obj.data.update()
+        if self.opts.texture:
+            self._texture(obj, res)
         return obj
+
+    def _texture(self, obj: bpy.types.Object, res: dict[str, Any]) -> None:
+        """Last step of finish(): a texture that fails is a warning, the mesh stays; nothing half-made stays."""
+        path = res.get("texture_png")
+        try:
+            if not path:
+                reason = res.get("texture_error") or "the runtime sent no texture (an older runtime?)"
+                self.warnings.append(f"no texture: {reason}")
+                return
+            img = material.apply_texture(obj, str(path), VERSION)
+            obj["glvd_texture"] = img.name
+        except material.TextureError as exc:
+            self.warnings.append(f"no texture: {exc}")
+        finally:
+            remove_texture_file(res)  # packed (or useless): the temporary PNG goes
 
     def _record(self, obj: bpy.types.Object, res: dict[str, Any], steps: int, elapsed: float) -> None:
         obj[mesh_writer.MARKER] = VERSION
@@ -208,6 +233,9 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
     use_cameras: BoolProperty(name="Use Scene Cameras", default=True, options={"SKIP_SAVE"})
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
                                description="Checkpoint override (default: preferences, else the shipped one)")
+    texture: BoolProperty(name="Bake Texture", default=True, options={"SKIP_SAVE"},
+                          description="Bake the photos into a UV texture and add the \"GLVD Face\" material")
+    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="1024", options={"SKIP_SAVE"})
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -240,6 +268,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             expressions=pick("expressions", s.add_expressions), animate=pick("animate", s.animate_steps),
             frames_per_step=pick("frames_per_step", s.frames_per_step),
             use_cameras=pick("use_cameras", s.use_cameras), checkpoint=ckpt or None,
+            texture=int(pick("texture_size", s.texture_size)) if pick("texture", s.texture) else None,
         )
 
     def _prepare(self, context: bpy.types.Context) -> None:
@@ -259,7 +288,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
         self._writer = ResultWriter(context, opts, photos, target)
         cams = inputs.cameras_for(photos, context.scene, self._writer.obj_matrix()) if opts.use_cameras else None
         req = Request(images=photos.paths, steps=opts.steps, device=opts.device, checkpoint=opts.checkpoint,
-                      cameras=cams, expressions=opts.expressions)
+                      cameras=cams, expressions=opts.expressions, texture=opts.texture)
         self._opts = opts
         self._t0 = time.monotonic()
         try:
@@ -301,7 +330,10 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             writer.abort()
             return self._fail(str(exc))
         finally:
+            remove_texture_file(job.result)  # loaded and packed by now, or not wanted
             self._cleanup()
+        for w in writer.warnings:
+            self.report({"WARNING"}, f"GLVD: {w}")
         self.report({"INFO"}, f"GLVD: '{obj.name}' from {len(self._photos.photos)} photo(s), "
                               f"{self._opts.steps} steps in {time.monotonic() - self._t0:.1f} s")
         return {"FINISHED"}
@@ -356,10 +388,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
         st.progress = u.fraction
         if u.kind == "step":
             st.step = u.step
-            if self._writer.topology is None and self._job.topology is not None:
-                # a runtime that announces the template before the steps (a "topology" event)
-                self._writer.topology = self._job.topology
-            self._writer.live_step(u.step, u.vertices)
+            self._writer.live_step(u.step, u.vertices, self._job.topology)
         st.status = u.message
         redraw_ui(context)
 
@@ -380,6 +409,9 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
                 else:
                     st.status = st.last_message = f"done: '{obj.name}' in {time.monotonic() - self._t0:.1f} s"
                     self.report({"INFO"}, f"GLVD: {st.status}")
+                    for w in writer.warnings:
+                        self.report({"WARNING"}, f"GLVD: {w}")
+                        st.last_message = f"{st.status}; {w}"
                     return {"FINISHED"}
             writer.abort()
             if error is None and job.state == "cancelled":
@@ -390,6 +422,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             st.status = st.last_message = f"failed: {message}"
             return self._fail(message)
         finally:
+            remove_texture_file(job.result)
             self._cleanup()
             redraw_ui(context)
 
@@ -437,6 +470,24 @@ def _prestart(context: bpy.types.Context) -> None:
             worker.request("info", device=prefs.device.lower(), checkpoint=prefs.checkpoint or None)
     except WorkerError:
         pass  # reported when the user presses Reconstruct
+
+
+_prestart_scheduled = False
+
+
+def schedule_prestart() -> None:
+    """Once per session, when the panel is first drawn: start the worker from a timer (not inside draw)."""
+    global _prestart_scheduled
+    if _prestart_scheduled or bpy.app.background:
+        return
+    _prestart_scheduled = True
+    bpy.app.timers.register(_prestart_timer, first_interval=0.0)
+
+
+def _prestart_timer() -> None:
+    if engine.current_worker() is None:
+        _prestart(bpy.context)
+    return None
 
 
 def _load_photo(path: str) -> bpy.types.Image:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import operators
+
 
 class GLVD_UL_photos(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
@@ -30,6 +32,8 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         layout = self.layout
         s = context.scene.glvd
         job = context.window_manager.glvd_job
+        # the artist opened the GLVD tab: start the runtime now (torch + model load take seconds)
+        operators.schedule_prestart()
 
         layout.label(text="Reference Photos")
         row = layout.row()
@@ -54,6 +58,9 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         col.prop(s, "device")
         col.prop(s, "target")
         col.prop(s, "add_expressions")
+        col.prop(s, "texture")
+        if s.texture:
+            col.prop(s, "texture_size")
         col.prop(s, "use_cameras")
         col.prop(s, "animate_steps")
         if s.animate_steps:

@@ -24,6 +24,10 @@ TARGET_ITEMS = [
     ("UPDATE", "Update Selected", "Replace the shape of the active GLVD object, keeping its vertex order, "
      "UVs, modifiers, vertex groups and rig"),
 ]
+TEXTURE_SIZE_ITEMS = [
+    ("1024", "1024", "1024 x 1024 pixels"),
+    ("2048", "2048", "2048 x 2048 pixels (slower to bake, for close-ups)"),
+]
 
 
 def _is_camera(_self: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
@@ -56,6 +60,10 @@ class GLVD_PG_settings(bpy.types.PropertyGroup):
     add_expressions: BoolProperty(
         name="ARKit Expressions", default=True,
         description="Add the 53 ARKit expression shape keys, relative to the result (rig-ready)")
+    texture: BoolProperty(
+        name="Bake Texture", default=True,
+        description="Project the photos onto the face's UV map and give the result a material that uses it")
+    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="1024")
     animate_steps: BoolProperty(name="Animate Steps", default=False,
                                 description="Keyframe the step keys so playback shows the descent")
     frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250)

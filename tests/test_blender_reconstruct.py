@@ -38,7 +38,9 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     out = tmp_path / "arrays"
     out.mkdir()
     res = run_blender(f"""
+        import importlib
         import numpy as np
+        ops_mod = importlib.import_module(ADDON + ".operators")
         OUT = {str(out)!r}
         r = {{}}
         scene = bpy.context.scene
@@ -84,6 +86,30 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
         # an expression key at 1 adds its delta on top of the result
         expr = keys[4]  # the first expression key (jawOpen & co. with the ICT kit, expr00.. with the tiny kit)
         r["expr_delta_max"] = float(np.abs(co(expr) - co(keys["GLVD 03"])).max())
+        # the baked texture (on by default): a packed image in the "GLVD Face" material
+        import glob, tempfile
+        def texture_state():
+            mat = me.materials[0] if len(me.materials) else None
+            t = {{"slots": [m.name if m else None for m in me.materials],
+                  "n_images": len(bpy.data.images), "n_materials": len(bpy.data.materials)}}
+            if mat is not None:
+                nodes = mat.node_tree.nodes
+                bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+                links = bsdf.inputs["Base Color"].links
+                img = links[0].from_node.image if links and links[0].from_node.type == "TEX_IMAGE" else None
+                t["roughness"] = round(bsdf.inputs["Roughness"].default_value, 4)
+                t["active_node"] = nodes.active.type if nodes.active else None
+                if img is not None:
+                    px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+                    img.pixels.foreach_get(px)
+                    rgb = px.reshape(-1, 4)[:, :3]
+                    t["image"] = {{"name": img.name, "size": list(img.size), "packed": img.packed_file is not None,
+                                  "users": img.users, "std": float(rgb.std()), "mean": float(rgb.mean())}}
+            return t
+        r["texture"] = texture_state()
+        r["texture_prop"] = ob.get("glvd_texture")
+        wpid = ops_mod.engine.current_worker().pid
+        r["temp_pngs"] = glob.glob(os.path.join(tempfile.gettempdir(), f"glvd_{{wpid}}_*.png"))
 
         # -- update in place: rig-like data must survive, vertex order must not change
         loops_before = np.empty(len(me.loops), np.int32)
@@ -111,6 +137,8 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
         r["update_keys"] = [k.name for k in me.shape_keys.key_blocks]
         r["update_values"] = [k.value for k in me.shape_keys.key_blocks]
         r["update_steps_prop"] = ob["glvd_steps"]
+        r["update_texture"] = texture_state()  # same material, its image replaced, no orphan left
+        r["update_temp_pngs"] = glob.glob(os.path.join(tempfile.gettempdir(), f"glvd_{{wpid}}_*.png"))
         np.save(os.path.join(OUT, "update_last.npy"), co(me.shape_keys.key_blocks["GLVD 02"]))
         anim = me.shape_keys.animation_data
         r["animated"] = anim is not None and anim.action is not None
@@ -169,6 +197,18 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
                                atol=2e-5)
     assert res["animated"] and res["played"] == [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
 
+    # the texture: material "GLVD Face" with a packed 1024 image on Base Color; the temporary PNG is gone
+    tex = res["texture"]
+    assert tex["slots"] == ["GLVD Face"] and tex["roughness"] == 0.7 and tex["active_node"] == "TEX_IMAGE"
+    img = tex["image"]
+    assert img["name"] == "GLVD Face Texture" and img["size"] == [1024, 1024] and img["packed"]
+    assert img["std"] > 0.02  # the photo's colours, not a flat fill
+    assert res["texture_prop"] == "GLVD Face Texture" and res["temp_pngs"] == []
+    up = res["update_texture"]
+    assert up["slots"] == ["GLVD Face"] and up["image"]["name"] == "GLVD Face Texture" and up["image"]["packed"]
+    assert up["n_images"] == tex["n_images"] and up["n_materials"] == tex["n_materials"]  # replaced, no orphan
+    assert res["update_temp_pngs"] == []
+
 
 def _fake_python(path: Path, body: str) -> str:
     """An executable that stands in for Python (the preferences' Python override)."""
@@ -195,13 +235,15 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
             kw.setdefault("checkpoint", CKPT)
             kw.setdefault("device", "CPU")
             kw.setdefault("steps", 1)
-            before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys))
+            before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys),
+                      len(bpy.data.images), len(bpy.data.materials))
             try:
                 ret = sorted(bpy.ops.glvd.reconstruct_face(**kw))
                 msg = ""
             except RuntimeError as exc:  # bpy.ops raises on an ERROR report
                 ret, msg = ["ERROR"], str(exc)
-            after = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys))
+            after = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys),
+                     len(bpy.data.images), len(bpy.data.materials))
             r[label] = {{"ret": ret, "msg": msg, "unchanged": before == after}}
         img = lambda p: [{{"name": "", "filepath": p}}]
         attempt("no_photos")
@@ -263,14 +305,21 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         item.image.filepath = bpy.path.relpath(item.image.filepath)
         item.filepath = item.image.filepath
         r["relative_path"] = item.image.filepath
-        # the panel's list is used when no images are passed
+        # the panel's list is used when no images are passed; the scene's texture setting off: no material
+        n_mats = len(bpy.data.materials)
+        s.texture = False
         r["relative"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
                                                              expressions=False))
         r["photos_prop"] = list(bpy.context.active_object["glvd_photos"])
+        r["off_materials"] = (len(bpy.context.active_object.data.materials), len(bpy.data.materials) - n_mats,
+                              "glvd_texture" in bpy.context.active_object)
+        s.texture = True
         item.image.pack()
         os.rename(os.path.join(FOLDER, "фото лица.png"), os.path.join(FOLDER, "moved away.png"))
         r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
                                                            expressions=False))
+        r["on_materials"] = [m.name for m in bpy.context.active_object.data.materials]
+        s.texture = False
         # a scene camera whose background image is the photo is sent instead of estimating one
         import math
         cam = bpy.data.objects["Camera"]
@@ -297,6 +346,8 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
     assert res["add"] == ["FINISHED"]
     assert res["relative_path"] == "//фото лица.png"
     assert res["relative"] == ["FINISHED"] and res["photos_prop"] == ["//фото лица.png"]
+    assert res["off_materials"] == [0, 0, False]  # texture off: no material
+    assert res["on_materials"] == ["GLVD Face"]
     assert res["packed"] == ["FINISHED"]
     assert res["with_camera"] == ["FINISHED"]
     cam = res["camera_sent"]  # the front camera 0.8 m away, as the runtime received and used it
@@ -354,21 +405,26 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         PHOTO, CKPT = {str(face_photo)!r}, {str(checkpoint)!r}
         ctx = bpy.context
         prefs = PREFS
-        def run_live(target=None, cancel_after=None, cold=False):
+        def counts():
+            return [len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.images), len(bpy.data.materials)]
+        results = {{}}
+        def run_live(label, target=None, cancel_after=None, cold=False, texture=None):
             if cold:
                 ops.engine.shutdown_worker()
             opts = ops.Options(steps=4, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
-                               animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT)
+                               animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT,
+                               texture=texture)
             photos = inputs.from_paths([PHOTO])
             writer = ops.ResultWriter(ctx, opts, photos, target)
             t0 = time.monotonic()
             job = jobmod.Job(ops.worker_for(ops.preferences.get(ctx)),
-                             jobmod.Request(images=photos.paths, steps=4, device="cpu", checkpoint=CKPT))
+                             jobmod.Request(images=photos.paths, steps=4, device="cpu", checkpoint=CKPT,
+                                            texture=texture))
             job.start()
             first_key, live = None, []
             while not job.finished and time.monotonic() - t0 < 300:
-                for u in job.pump():  # one timer tick
-                    if u.kind == "step" and writer.live_step(u.step, u.vertices):
+                for u in job.pump():  # one timer tick, as GLVD_OT_reconstruct_face._apply does it
+                    if u.kind == "step" and writer.live_step(u.step, u.vertices, job.topology):
                         ob = writer.obj
                         live.append([k.name for k in ob.data.shape_keys.key_blocks])
                         if first_key is None:
@@ -377,28 +433,44 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
                             job.cancel()
                 time.sleep(0.02)
             if job.state == "done":
+                results[label] = dict(job.result)
                 writer.finish(job.result, time.monotonic() - t0)
+                jobmod.remove_texture_file(job.result)
             else:
                 writer.abort()
-            return {{"state": job.state, "first_key_s": first_key, "live": live}}
+            return {{"state": job.state, "first_key_s": first_key, "live": live, "warnings": writer.warnings}}
         n0 = (len(bpy.data.objects), len(bpy.data.meshes))
-        # first run: no topology yet for this checkpoint -> keys appear when the result arrives
-        r["first"] = run_live(cold=True)
+        c_start = counts()
+        # first run in this session (nothing cached), cold worker: the "topology" event makes keys live
+        r["first"] = run_live("first", cold=True)
         ob = ctx.view_layer.objects.active
         r["first_keys"] = [k.name for k in ob.data.shape_keys.key_blocks]
         mesh_writer = importlib.import_module(ADDON + ".mesh_writer")
         mesh_writer.remove_object(ob)
-        r["cold"] = run_live(cold=True)  # cold worker, known topology: live keys
-        mesh_writer.remove_object(ctx.view_layer.objects.active)
-        r["warm"] = run_live()
+        r["warm"] = run_live("warm", texture=1024)
         ob = ctx.view_layer.objects.active
+        r["warm_material"] = [m.name for m in ob.data.materials]
+        # a texture that failed in the runtime, or a PNG that vanished: the mesh comes, a warning, no orphans
+        c0 = counts()
+        for label, patch in (("texture_error", {{"texture_png": None, "texture_error": "boom"}}),
+                             ("texture_missing", {{"texture_png": "/no/such/glvd_tex.png"}})):
+            opts = ops.Options(steps=4, device="cpu", target="NEW", expressions=False, animate=False,
+                               frames_per_step=5, use_cameras=False, checkpoint=CKPT, texture=1024)
+            w = ops.ResultWriter(ctx, opts, inputs.from_paths([PHOTO]), None)
+            o = w.finish(dict(results["warm"], **patch), 0.0)
+            r[label] = {{"warnings": w.warnings, "materials": len(o.data.materials), "added": [
+                a - b for a, b in zip(counts(), c0)]}}
+            mesh_writer.remove_object(o)
+        ctx.view_layer.objects.active = ob
         snap_keys = [k.name for k in ob.data.shape_keys.key_blocks]
         import numpy as np
         before = np.empty(len(ob.data.vertices) * 3, np.float32)
         ob.data.shape_keys.key_blocks["GLVD 04"].points.foreach_get("co", before)
         r["n_after_warm"] = (len(bpy.data.objects) - n0[0], len(bpy.data.meshes) - n0[1])
         # cancel an update half-way: the object must come back exactly as it was
-        r["cancel_update"] = run_live(target=ob, cancel_after=2)
+        c1 = counts()
+        r["cancel_update"] = run_live("cancel_update", target=ob, cancel_after=2, texture=1024)
+        r["cancel_update_added"] = [a - b for a, b in zip(counts(), c1)]
         after = np.empty_like(before)
         ob.data.shape_keys.key_blocks["GLVD 04"].points.foreach_get("co", after)
         r["restored_keys"] = [k.name for k in ob.data.shape_keys.key_blocks] == snap_keys
@@ -406,20 +478,28 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         r["values"] = [k.value for k in ob.data.shape_keys.key_blocks]
         # cancel a new object half-way: nothing is left
         n1 = (len(bpy.data.objects), len(bpy.data.meshes))
-        r["cancel_new"] = run_live(cancel_after=1)
+        r["cancel_new"] = run_live("cancel_new", cancel_after=1, texture=1024)
         r["left_after_cancel"] = (len(bpy.data.objects) - n1[0], len(bpy.data.meshes) - n1[1])
+        r["left_images_materials"] = [a - b for a, b in zip(counts()[2:], c_start[2:])]
         result(r)
     """, installed_home, enable=True)
-    assert res["first"]["state"] == "done" and res["first"]["live"] == []  # no topology yet: waits for result
     assert res["first_keys"] == ["Basis", "GLVD 01", "GLVD 02", "GLVD 03", "GLVD 04"]
-    for run in ("cold", "warm"):
+    for run in ("first", "warm"):
         assert res[run]["state"] == "done"
         assert res[run]["live"][0] == ["Basis", "GLVD 01"]  # the first key appears with the first step
         assert res[run]["live"][-1][-1] == "GLVD 04"
     assert res["n_after_warm"] == [1, 1]
+    assert res["first"]["warnings"] == [] and res["warm"]["warnings"] == []
+    assert res["warm_material"] == ["GLVD Face"]
+    assert res["texture_error"]["warnings"] == ["no texture: boom"]
+    assert "missing" in res["texture_missing"]["warnings"][0]
+    for label in ("texture_error", "texture_missing"):
+        assert res[label]["materials"] == 0 and res[label]["added"] == [1, 1, 0, 0], res[label]
+    assert res["cancel_update_added"] == [0, 0, 0, 0]
     assert res["cancel_update"]["state"] == "cancelled"
     assert res["restored_keys"] and res["restored_co"] and res["values"][-1] == 1.0
     assert res["cancel_new"]["state"] == "cancelled" and res["cancel_new"]["live"]
     assert res["left_after_cancel"] == [0, 0]
-    print(f"\nbutton -> first visible key: cold worker {res['cold']['first_key_s']:.2f} s, "
+    assert res["left_images_materials"] == [1, 1]  # only the warm run's texture and material
+    print(f"\nbutton -> first visible key: cold worker {res['first']['first_key_s']:.2f} s, "
           f"warm {res['warm']['first_key_s']:.2f} s")

@@ -1,8 +1,8 @@
 """`make demo`: install the built extension into Blender (the bpy module), reconstruct the default photo.
 
 Writes out/demo.blend and out/demo.png (a Workbench render: the photo beside the
-result). Blender runs with HOME=out/blender_home so your own Blender setup is
-untouched. Run `python build.py --no-deps` first (the Makefile does).
+result, textured with the photo baked onto its UV map). Blender runs with
+HOME=out/blender_home so your own Blender setup is untouched. Run `python build.py --no-deps` first (the Makefile does).
 
     .venv/bin/python demo.py [--photo PATH] [--steps 10] [--checkpoint PATH]
 """
@@ -87,7 +87,7 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         bpy.ops.glvd.reconstruct_face(images=[{"name": photo.name, "filepath": str(photo)}], steps=a.steps,
-                                      checkpoint=str(ckpt), animate=True)
+                                      checkpoint=str(ckpt), animate=True, texture=True, texture_size="1024")
     except RuntimeError as exc:
         die(f"reconstruction failed: {exc}")
     face = bpy.context.view_layer.objects.active
@@ -137,9 +137,10 @@ def stage(bpy, face, photo: Path, untrained: bool) -> None:  # noqa: ANN001 (bpy
     mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
     plane.data.materials.append(mat)
 
-    skin = bpy.data.materials.new("GLVD Skin")
-    skin.diffuse_color = (0.8, 0.62, 0.52, 1.0)
-    face.data.materials.append(skin)
+    if not len(face.data.materials):  # no baked texture (it failed: the reconstruction warned)
+        skin = bpy.data.materials.new("GLVD Skin")
+        skin.diffuse_color = (0.8, 0.62, 0.52, 1.0)
+        face.data.materials.append(skin)
 
     cam_data = bpy.data.cameras.new("Front")
     cam_data.type = "ORTHO"
@@ -158,7 +159,7 @@ def stage(bpy, face, photo: Path, untrained: bool) -> None:  # noqa: ANN001 (bpy
     r.resolution_percentage = 100
     sh = scene.display.shading
     sh.light = "STUDIO"
-    sh.color_type = "TEXTURE"  # the photo shows its image; the face shows its material colour
+    sh.color_type = "TEXTURE"  # the photo and the face show their image textures (the baked one on the face)
     sh.show_cavity = True
     last = max(int(k.name[5:]) for k in kb if k.name.startswith("GLVD "))
     scene.frame_set(scene.frame_start + last * 5)  # the animated steps end on the result

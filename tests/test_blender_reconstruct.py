@@ -411,14 +411,17 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         def run_live(label, target=None, cancel_after=None, cold=False, texture=None):
             if cold:
                 ops.engine.shutdown_worker()
-            opts = ops.Options(steps=4, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
+            # a cancelled run asks for many steps, so that the cancel reaches the worker before the
+            # result even when this process is starved for a while (the pump hands over whole batches)
+            steps = 24 if cancel_after else 4
+            opts = ops.Options(steps=steps, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
                                animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT,
                                texture=texture)
             photos = inputs.from_paths([PHOTO])
             writer = ops.ResultWriter(ctx, opts, photos, target)
             t0 = time.monotonic()
             job = jobmod.Job(ops.worker_for(ops.preferences.get(ctx)),
-                             jobmod.Request(images=photos.paths, steps=4, device="cpu", checkpoint=CKPT,
+                             jobmod.Request(images=photos.paths, steps=steps, device="cpu", checkpoint=CKPT,
                                             texture=texture))
             job.start()
             first_key, live = None, []

@@ -196,7 +196,7 @@ class _Worker:
     def close(self) -> int:
         self.send({"id": "bye", "cmd": "shutdown"})
         assert self.until("bye")[0]["id"] == "bye"
-        return self.p.wait(timeout=30)
+        return self.p.wait(timeout=120)
 
 
 def test_worker_protocol(ckpt, photo, blank):
@@ -205,9 +205,15 @@ def test_worker_protocol(ckpt, photo, blank):
         w.send({"id": "i", "cmd": "info"})
         info, _ = w.until("info")
         assert info["trained"] is False and info["checkpoint"] == str(ckpt)
-        w.send({"id": "r", "cmd": "reconstruct", "images": [str(photo)], "steps": 3})
+        w.send({"id": "r", "cmd": "reconstruct", "images": [str(photo)], "steps": 3, "texture": 512})
         res, seen = w.until("result", "error")
         assert res["event"] == "result", res
+        kinds = [e["event"] for e in seen]
+        assert kinds.index("topology") < kinds.index("step")  # the mesh can be built before the first step
+        topo = next(e for e in seen if e["event"] == "topology")
+        np.testing.assert_array_equal(decode_array(topo["quads"]), decode_array(res["quads"]))
+        assert res["texture_error"] is None and Image.open(res["texture_png"]).size == (512, 512)
+        os.unlink(res["texture_png"])
         steps = [e for e in seen if e["event"] == "step"]
         assert [e["step"] for e in steps] == [1, 2, 3]
         verts = decode_array(res["vertices"])

@@ -62,3 +62,13 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_continue_from_a_shipped_checkpoint(tmp_path):
+    kit = tiny_kit(tmp_path)
+    first = train(_cfg(tmp_path, kit, "first", 2), log=lambda m: None)
+    cfg = dataclasses.replace(_cfg(tmp_path, kit, "next", 3), init_from=str(first), model={})
+    cont = train(cfg, log=lambda m: None)
+    model, prov = load_checkpoint(cont)
+    assert prov["iterations"] == 3 and prov["init_from"] == str(first)
+    assert model.cfg == load_checkpoint(first)[0].cfg  # the config comes from the checkpoint

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--workers", type=int, default=2, help="rendering processes (0: render in the training process)")
     t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
+    t.add_argument("--init-from", default=None,
+                   help="continue training a model checkpoint (e.g. the shipped one) with a fresh optimizer")
     t.add_argument("--model", default="{}", help="JSON ModelConfig overrides, e.g. '{\"image_size\": 128}'")
     t.add_argument("--synth", default="{}", help="JSON SynthConfig overrides")
     t.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
@@ -130,7 +133,7 @@ def _train(a: argparse.Namespace) -> int:
         model["guidance"] = False
     cfg = TrainConfig(out=a.out, kit=a.kit, minutes=a.minutes, iterations=a.iterations, batch=a.batch, seed=a.seed,
                       threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
-                      save_every_s=a.save_every, val_every_s=a.val_every)
+                      save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from)
     path = train(cfg, log=_err)
     _err(f"model written to {path}")
     return 0
@@ -163,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "worker":
             from .worker import serve
 
-            return serve(device=a.device, checkpoint=a.checkpoint)
+            code = serve(device=a.device, checkpoint=a.checkpoint)
+            # leave at once: native threads of the face detector can keep a normal exit waiting
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         if a.cmd == "train":
             return _train(a)
         if a.cmd == "evaluate":

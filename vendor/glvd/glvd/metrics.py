@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def similarity_align(pred: torch.Tensor, gt: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Align ``pred`` to ``gt`` with the best rotation, translation and uniform scale (Umeyama).
+def similarity_transform(pred: torch.Tensor, gt: torch.Tensor, weights: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best similarity taking ``pred`` onto ``gt`` (Umeyama).
 
     Args:
         pred, gt: ``(B, N, 3)``.
         weights: optional ``(N,)`` point weights (e.g. a region mask).
     Returns:
-        ``(B, N, 3)`` aligned pred.
+        ``scale (B, 1, 1)``, ``R (B, 3, 3)``, ``pred_mean (B, 1, 3)``, ``gt_mean (B, 1, 3)``: the aligned
+        points are ``scale * R @ (pred - pred_mean) + gt_mean``.
     """
     w = torch.ones(pred.shape[1], dtype=pred.dtype, device=pred.device) if weights is None else weights.to(pred)
     w = (w / w.sum())[None, :, None]
@@ -26,7 +28,18 @@ def similarity_align(pred: torch.Tensor, gt: torch.Tensor, weights: torch.Tensor
     R = U @ D @ Vh
     var_p = (p.pow(2).sum(-1, keepdim=True) * w).sum(1)
     scale = (S * D.diagonal(dim1=-2, dim2=-1)).sum(-1, keepdim=True) / var_p.clamp_min(1e-12)
-    return scale[:, :, None] * torch.einsum("bij,bnj->bni", R, p) + mg
+    return scale[:, :, None], R, mp, mg
+
+
+def apply_similarity(points: torch.Tensor, transform: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``points (B, N, 3)`` through a :func:`similarity_transform` result."""
+    scale, R, mp, mg = transform
+    return scale * torch.einsum("bij,bnj->bni", R, points - mp) + mg
+
+
+def similarity_align(pred: torch.Tensor, gt: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Align ``pred`` to ``gt`` with the best rotation, translation and uniform scale; ``(B, N, 3)``."""
+    return apply_similarity(pred, similarity_transform(pred, gt, weights))
 
 
 def vertex_error_mm(pred: torch.Tensor, gt: torch.Tensor, align: bool = True, count: int | None = None) -> torch.Tensor:

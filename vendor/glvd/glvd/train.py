@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .cameras import Cameras, euler_to_matrix, rotation_angle_deg
-from .checkpoint import save_checkpoint
-from .metrics import vertex_error_mm
+from .checkpoint import read_checkpoint, save_checkpoint
+from .metrics import apply_similarity, similarity_transform, vertex_error_mm
 from .model import GLVD, ModelConfig, translation_to_uvz
 from .topology import load_kit, template_from_kit
 
@@ -43,6 +43,8 @@ class TrainConfig:
     vertex_subset: int = 2048
     dataset_size: int = 0  # 0: a fresh batch every iteration; n: cycle over n fixed batches (smoke tests)
     start_jitter: float = 0.5  # scales the rigid jitter and noise of the perturbed starting meshes
+    true_camera_frac: float = 0.7  # batches descending with (jittered) true cameras; the rest use the camera head's
+    absolute_weight: float = 0.1  # weight of the unaligned error next to the similarity-aligned one
     lr: float = 1e-3
     lr_min: float = 5e-5
     lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
@@ -52,6 +54,7 @@ class TrainConfig:
     val_samples: int = 16
     threads: int = 2
     loader_workers: int = 1
+    init_from: str | None = None  # continue from a model checkpoint (e.g. the shipped one) with a fresh optimizer
     model: dict = field(default_factory=dict)  # ModelConfig overrides
     synth: dict = field(default_factory=dict)  # SynthConfig overrides
 
@@ -129,7 +132,26 @@ def jitter_cameras(cams: Cameras, gen: torch.Generator, deg: float = 2.0, rel_t:
     return Cameras(cams.K, Rj @ cams.R, t)
 
 
-def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0) -> dict[str, torch.Tensor]:
+def shape_error_cm(pred: torch.Tensor, gt: torch.Tensor, absolute_weight: float) -> torch.Tensor:
+    """Mean vertex error (cm) after a similarity alignment, plus a little of the unaligned error.
+
+    The alignment is computed without gradient and then applied to ``pred``, so the loss
+    teaches the shape (what evaluation scores) and the small absolute term keeps the
+    descent from drifting. A rigid offset the image cannot reveal (a start jittered
+    against imperfect cameras) then no longer swamps the shape signal.
+
+    Args:
+        pred, gt: ``(B, P, 3)`` metres.
+    """
+    with torch.no_grad():
+        tf = similarity_transform(pred.detach(), gt)
+    aligned = (apply_similarity(pred, tf) - gt).norm(dim=-1).mean()
+    absolute = (pred - gt).norm(dim=-1).mean()
+    return (aligned + absolute_weight * absolute) * 100.0
+
+
+def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
+           true_camera_frac: float = 0.5, absolute_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Camera, keypoint and vertex losses (vertex/keypoint in cm) for one batch."""
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
     B = gt.shape[0]
@@ -139,9 +161,9 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     uvz = translation_to_uvz(t, K, S)
     loss_cam = (R_p - R).abs().mean() + (uvz_p - uvz).abs().mean()
     cams = Cameras(K, R, t)
-    # half the batches descend with the (detached) estimated cameras, so the
-    # fields learn to work with what the camera head gives on real photos
-    use_true = bool(torch.rand((), generator=gen) < 0.5)
+    # some batches descend with the (detached) estimated cameras, so the fields
+    # learn to work with what the camera head gives on real photos
+    use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
     x0 = perturbed_start(model.template_vertices, gt, gen, jitter)
     kp_ids = model.keypoint_ids
@@ -149,10 +171,9 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
     prep = model.prepare(feats)
     x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
-    loss_v = (x1 - gt[:, idx]).norm(dim=-1).mean() * 100.0
-    out = {"cam": loss_cam, "vert": loss_v}
+    out = {"cam": loss_cam, "vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
     if model.keypoints is not None:
-        out["kp"] = (kp1 - gt[:, kp_ids]).norm(dim=-1).mean() * 100.0
+        out["kp"] = shape_error_cm(kp1, gt[:, kp_ids], absolute_weight)
     out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
     return out
 
@@ -199,6 +220,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
         keep = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s"}
         cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved_cfg.items() if k not in keep}),
                                   **{k: getattr(cfg, k) for k in keep})
+    init = None
+    if not resumed and cfg.init_from:
+        # a new session continues the shipped model: the run folder (state.pt) is not in git, the checkpoint is
+        init = read_checkpoint(cfg.init_from)
+        cfg = dataclasses.replace(cfg, model=dict(init["config"]))
     mcfg = ModelConfig(**cfg.model)
     kit = load_kit(cfg.kit)
     torch.manual_seed(cfg.seed)
@@ -214,6 +240,12 @@ def train(cfg: TrainConfig, log=print) -> Path:
         it, wall = state["iteration"], state["wall_s"]
         gen.set_state(state["generator"])
         log(f"resumed {state_path} at iteration {it} ({wall / 60:.1f} min trained)")
+    elif init is not None:
+        model.load_state_dict(init["state_dict"])
+        it = int(init["provenance"].get("iterations", 0))
+        wall = float(init["provenance"].get("wall_minutes", 0.0)) * 60
+        gen.manual_seed(cfg.seed + 1 + it)
+        log(f"continuing {cfg.init_from} from iteration {it} with a fresh optimizer")
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     val_gen = SyntheticFaces(kit_path=cfg.kit, config=SynthConfig(image_size=mcfg.image_size, **cfg.synth),
@@ -240,6 +272,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                       "wall_s": wall, "generator": gen.get_state(), "train_config": dataclasses.asdict(cfg)},
                      state_path)
         prov = {"trained": True, "commit": _git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
+                "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
                 "device": "cpu"}
         if final_metrics:
@@ -261,7 +294,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         t0 = time.monotonic()
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
-        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter)
+        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac, cfg.absolute_weight)
         opt.zero_grad(set_to_none=True)
         ls["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -132,6 +132,12 @@ class Worker:
         self.cancel.clear()
         self.emit("progress", rid, stage="load", step=0, steps=steps, message="loading the model")
         rec = self._reconstructor(req.get("device"), req.get("checkpoint"))
+        tpl = rec.template
+        topology = {"template": encode_array(tpl.vertices.astype(np.float32)),
+                    "quads": encode_array(tpl.quads.astype(np.int32)), "uvs": encode_array(tpl.uvs),
+                    "quad_uvs": encode_array(tpl.quad_uvs.astype(np.int32))}
+        # the mesh can be built before the first step arrives, so steps show live from the first run
+        self.emit("topology", rid, **topology)
 
         def on_progress(stage: str, message: str) -> None:
             if stage != "step":
@@ -146,13 +152,37 @@ class Worker:
         res = rec.reconstruct(images, cameras=req.get("cameras"), steps=steps, on_step=on_step,
                               cancel=self.cancel, on_progress=on_progress)
         expr = encode_array(res.expressions()) if req.get("expressions", True) else None
+        texture_png, texture_error = None, None
+        if req.get("texture"):
+            texture_png, texture_error = self._bake(rid, res, images, req)
         cams = [{"K": res.cameras["K"][v].tolist(), "R": res.cameras["R"][v].tolist(),
                  "t": res.cameras["t"][v].tolist()} for v in range(len(images))]
-        self.emit("result", rid, vertices=encode_array(res.vertices), quads=encode_array(res.quads.astype(np.int32)),
-                  uvs=encode_array(res.uvs), quad_uvs=encode_array(res.quad_uvs.astype(np.int32)),
+        self.emit("result", rid, vertices=encode_array(res.vertices), **topology,
                   expressions=expr, expression_names=res.expression_names, cameras=cams,
+                  texture_png=texture_png, texture_error=texture_error,
                   landmarks2d=encode_array(res.landmarks2d.astype(np.float32)), checkpoint=res.checkpoint,
                   trained=res.trained, timings=res.timings)
+
+    def _bake(self, rid: Any, res, images: list[str], req: dict) -> tuple[str | None, str | None]:
+        """Bake the photos into a UV texture; a failure here still delivers the mesh."""
+        import tempfile
+        import time as _time
+
+        from .texture import bake_texture
+
+        size = int(req["texture"])
+        if size not in (512, 1024, 2048, 4096):
+            raise ValueError(f"texture size must be 512, 1024, 2048 or 4096 (got {size})")
+        path = req.get("texture_path") or os.path.join(tempfile.gettempdir(), f"glvd_{os.getpid()}_{rid}.png")
+        self.emit("progress", rid, stage="texture", step=res.steps, steps=res.steps, message="baking texture")
+        t0 = _time.perf_counter()
+        try:
+            out = bake_texture(res, images, path, size=size)
+        except Exception as exc:  # the mesh is still worth delivering
+            traceback.print_exc(file=sys.stderr)
+            return None, f"{type(exc).__name__}: {exc}"
+        res.timings["texture_s"] = _time.perf_counter() - t0
+        return str(out), None
 
 
 def serve(inp: IO[str] | None = None, out: IO[str] | None = None, device: str = "auto",

@@ -1,0 +1,105 @@
+"""Inference speed and memory of the GLVD runtime (CPU, or CUDA when present).
+
+Prints medians over repeated runs after warm-up, the split between encoder,
+keypoint module and vertex module, peak RSS, and every figure as a ratio to a
+fixed reference workload (a 512x512 float32 matmul) timed in the same process,
+so figures from a busy machine can still be compared.
+
+    python bench/bench_inference.py [--checkpoint PATH] [--runs 20] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+import warnings
+
+import torch
+
+from glvd.checkpoint import default_checkpoint_path, load_checkpoint
+
+
+def _median_ms(fn, runs: int, sync) -> float:
+    ts = []
+    for _ in range(runs):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    warnings.simplefilter("ignore", UserWarning)
+    model, prov = load_checkpoint(a.checkpoint or default_checkpoint_path(), dev)
+    S = model.cfg.image_size
+    print(f"checkpoint {prov.get('path')} (trained={prov.get('trained')}), crop {S}px, "
+          f"{model.template.num_vertices} vertices, {a.steps} steps, device {dev}, threads {torch.get_num_threads()}")
+
+    ref_a = torch.randn(512, 512, device=dev)
+    ref_ms = _median_ms(lambda: ref_a @ ref_a, max(a.runs, 20), sync)
+    rows = []
+    with torch.inference_mode():
+        for views in (1, 4):
+            imgs = torch.rand(1, views, 3, S, S, device=dev)
+            K = torch.tensor([[2.0 * S, 0, S / 2], [0, 2.0 * S, S / 2], [0, 0, 1]], device=dev).expand(1, views, 3, 3)
+
+            def full(imgs=imgs, K=K):
+                f = model.encode(imgs)
+                model.descend(f, model.estimate_cameras(f, K), a.steps)
+
+            for _ in range(3):
+                full()
+            total = _median_ms(full, a.runs, sync)
+            enc = _median_ms(lambda imgs=imgs: model.encode(imgs), a.runs, sync)
+            f = model.encode(imgs)
+            cams = model.estimate_cameras(f, K)
+            prep = model.prepare(f)
+            x, kp = model.initial_state(1)
+            normals = torch.nn.functional.normalize(torch.randn_like(x), dim=-1)
+            kp_t = model.template_vertices[model.keypoint_ids][None]
+            def kp_step(prep=prep, f=f, cams=cams, kp=kp, kp_t=kp_t, normals=normals):
+                model.keypoints(prep["kp"], f, cams, kp, kp_t, normals[:, model.keypoint_ids])
+
+            def v_step(prep=prep, f=f, cams=cams, x=x, kp=kp, normals=normals):
+                model.vertices(prep["v"], f, cams, x, kp, normals)
+
+            kp_ms = _median_ms(kp_step, a.runs, sync) if model.keypoints is not None else 0.0
+            v_ms = _median_ms(v_step, a.runs, sync)
+            rows.append((views, total, enc, kp_ms, v_ms))
+        # batched throughput: many single-view faces at once
+        B = 32 if dev.type == "cuda" else 4
+        imgs = torch.rand(B, 1, 3, S, S, device=dev)
+        K = torch.tensor([[2.0 * S, 0, S / 2], [0, 2.0 * S, S / 2], [0, 0, 1]], device=dev).expand(B, 1, 3, 3)
+
+        def batch():
+            f = model.encode(imgs)
+            model.descend(f, model.estimate_cameras(f, K), a.steps)
+
+        batch()
+        b_ms = _median_ms(batch, max(5, a.runs // 4), sync)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"reference 512x512 matmul: {ref_ms:.3f} ms (median)")
+    print("views  total_ms  x_ref   encoder_ms  keypoint_ms/step  vertex_ms/step")
+    for views, total, enc, kp_ms, v_ms in rows:
+        print(f"{views:5d}  {total:8.1f}  {total / ref_ms:6.0f}  {enc:10.1f}  {kp_ms:16.2f}  {v_ms:14.2f}")
+    print(f"batched: {B} faces (1 view) in {b_ms:.1f} ms = {B / b_ms * 1000:.1f} faces/s")
+    print(f"peak RSS: {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

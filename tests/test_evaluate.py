@@ -145,3 +145,11 @@ def test_evaluate_with_ablation_and_abs(tmp_path):
     assert "(d) LVD ablation, estimated cameras | " in text and "not trained yet" not in text
     assert "| (c) analysis-by-synthesis |" in text
     assert "beats the LVD ablation by >= 10% | 1 view" in text
+
+
+def test_cli_passes_options_to_evaluate(capsys):
+    from glvd.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["evaluate", "--help"])  # an option first: argparse.REMAINDER used to reject it
+    assert exc.value.code == 0 and "--abs-steps" in capsys.readouterr().out

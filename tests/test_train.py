@@ -15,9 +15,10 @@ from glvd.train import TrainConfig, losses, train
 TINY_MODEL = dataclasses.asdict(SMALL) | {"encoder_widths": list(SMALL.encoder_widths)}
 
 
-def _cfg(tmp_path, kit, out, iterations, lr=3e-3, dataset_size=0) -> TrainConfig:
+def _cfg(tmp_path, kit, out, iterations, lr=3e-3, dataset_size=0, own_start=0.0) -> TrainConfig:
+    # true cameras and perturbed starts only, unless asked: the fit test then measures the loss it trains
     return TrainConfig(out=str(tmp_path / out), kit=str(kit), iterations=iterations, batch=4, max_views=2,
-                       dataset_size=dataset_size,
+                       dataset_size=dataset_size, true_camera_frac=1.0, own_start_frac=own_start,
                        vertex_subset=256, threads=1, loader_workers=0, val_samples=4, val_every_s=1e9,
                        save_every_s=1e9, lr=lr, start_jitter=0.0, model=TINY_MODEL,
                        synth={"natural_backgrounds": False})
@@ -34,7 +35,8 @@ def _total_loss(model, batch) -> float:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(losses(model.train(), batch, g, 10_000, jitter=0.0)["total"])
+        return float(losses(model.train(), batch, g, 10_000, jitter=0.0, true_camera_frac=1.0,
+                            absolute_weight=TrainConfig.absolute_weight)["total"])
 
 
 def test_tiny_training_reduces_the_loss(tmp_path):
@@ -47,16 +49,17 @@ def test_tiny_training_reduces_the_loss(tmp_path):
     model, prov = load_checkpoint(path)
     after = _total_loss(model, batch)
     assert prov["trained"] is True and prov["iterations"] == 80
-    assert after < 0.7 * before, (before, after)
+    assert after < 0.8 * before, (before, after)  # an unchanged model gives 1.0
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert log[0].startswith("iteration,") and len(log) >= 2
 
 
 def test_resume_equals_uninterrupted(tmp_path):
     kit = tiny_kit(tmp_path)
-    straight = train(_cfg(tmp_path, kit, "a", 4), log=lambda m: None)
-    train(_cfg(tmp_path, kit, "b", 2), log=lambda m: None)
-    resumed = train(_cfg(tmp_path, kit, "b", 4), log=lambda m: None)
+    # with the model's own descent as the start of some batches (its random draws must resume too)
+    straight = train(_cfg(tmp_path, kit, "a", 4, own_start=0.5), log=lambda m: None)
+    train(_cfg(tmp_path, kit, "b", 2, own_start=0.5), log=lambda m: None)
+    resumed = train(_cfg(tmp_path, kit, "b", 4, own_start=0.5), log=lambda m: None)
     a = torch.load(straight, weights_only=True)["state_dict"]
     b = torch.load(resumed, weights_only=True)["state_dict"]
     assert a.keys() == b.keys()

@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
     t.add_argument("--val-every", type=float, default=600.0, help="seconds between validations")
 
-    e = sub.add_parser("evaluate", help="evaluate checkpoints and baselines; writes docs/RESULTS.md")
-    e.add_argument("rest", nargs=argparse.REMAINDER)
+    # its options belong to glvd.evaluate's own parser (glvd evaluate --help shows them)
+    sub.add_parser("evaluate", help="evaluate checkpoints and baselines; writes docs/RESULTS.md", add_help=False)
 
     i = sub.add_parser("info", help="print the runtime and checkpoint details")
     i.add_argument("--checkpoint", default=None)
@@ -152,7 +152,9 @@ def _info(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    a, rest = _parser().parse_known_args(argv)
+    if rest and a.cmd != "evaluate":
+        _parser().parse_args(argv)  # the usual "unrecognized arguments" error and exit code 2
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "evaluate":
             from .evaluate import main as evaluate_main
 
-            return evaluate_main(a.rest)
+            return evaluate_main(rest)
         if a.cmd == "info":
             return _info(a)
     except GLVDError as exc:

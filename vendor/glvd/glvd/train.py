@@ -45,6 +45,7 @@ class TrainConfig:
     start_jitter: float = 0.5  # scales the rigid jitter and noise of the perturbed starting meshes
     true_camera_frac: float = 0.7  # batches descending with (jittered) true cameras; the rest use the camera head's
     absolute_weight: float = 0.1  # weight of the unaligned error next to the similarity-aligned one
+    own_start_frac: float = 0.5  # batches that start where the model's own first 1..T-1 steps from the template end
     lr: float = 1e-3
     lr_min: float = 5e-5
     lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
@@ -151,7 +152,8 @@ def shape_error_cm(pred: torch.Tensor, gt: torch.Tensor, absolute_weight: float)
 
 
 def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
-           true_camera_frac: float = 0.5, absolute_weight: float = 1.0) -> dict[str, torch.Tensor]:
+           true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0
+           ) -> dict[str, torch.Tensor]:
     """Camera, keypoint and vertex losses (vertex/keypoint in cm) for one batch."""
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
     B = gt.shape[0]
@@ -170,6 +172,13 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
     prep = model.prepare(feats)
+    if bool(torch.rand((), generator=gen) < own_start_frac):
+        # start where inference would be after some of its steps, so the field learns to correct its own drift
+        k = int(torch.randint(1, max(2, model.cfg.steps), (), generator=gen))
+        with torch.no_grad():
+            x0, kp0 = model.initial_state(B)
+            for _ in range(k):
+                x0, kp0 = model.step(prep, feats, cams, x0, kp0)
     x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
     out = {"cam": loss_cam, "vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
     if model.keypoints is not None:
@@ -294,7 +303,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         t0 = time.monotonic()
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
-        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac, cfg.absolute_weight)
+        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac, cfg.absolute_weight,
+                    cfg.own_start_frac)
         opt.zero_grad(set_to_none=True)
         ls["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -312,7 +312,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         it += 1
         wall += time.monotonic() - t0
         for k, v in ls.items():
-            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v.detach())
+            x = float(v.detach())
+            running[k] = 0.98 * running.get(k, x) + 0.02 * x
         if bar is not None:
             bar.update(1)
             bar.set_postfix(vert=f"{running['vert']:.3f}cm", cam=f"{running['cam']:.3f}", refresh=False)

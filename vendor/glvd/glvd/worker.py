@@ -166,7 +166,6 @@ class Worker:
     def _bake(self, rid: Any, res, images: list[str], req: dict) -> tuple[str | None, str | None]:
         """Bake the photos into a UV texture; a failure here still delivers the mesh."""
         import tempfile
-        import time as _time
 
         from .texture import bake_texture
 
@@ -175,13 +174,13 @@ class Worker:
             raise ValueError(f"texture size must be 512, 1024, 2048 or 4096 (got {size})")
         path = req.get("texture_path") or os.path.join(tempfile.gettempdir(), f"glvd_{os.getpid()}_{rid}.png")
         self.emit("progress", rid, stage="texture", step=res.steps, steps=res.steps, message="baking texture")
-        t0 = _time.perf_counter()
+        t0 = time.perf_counter()
         try:
             out = bake_texture(res, images, path, size=size)
         except Exception as exc:  # the mesh is still worth delivering
             traceback.print_exc(file=sys.stderr)
             return None, f"{type(exc).__name__}: {exc}"
-        res.timings["texture_s"] = _time.perf_counter() - t0
+        res.timings["texture_s"] = time.perf_counter() - t0
         return str(out), None
 
 

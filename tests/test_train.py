@@ -10,18 +10,18 @@ from runtime_fixtures import SMALL, tiny_kit
 
 from glvd.checkpoint import load_checkpoint
 from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.train import TrainConfig, losses, train
+from glvd.train import CoefficientProbe, TrainConfig, losses, perturbed_start, train
 
 TINY_MODEL = dataclasses.asdict(SMALL) | {"encoder_widths": list(SMALL.encoder_widths)}
 
 
-def _cfg(tmp_path, kit, out, iterations, lr=3e-3, dataset_size=0, own_start=0.0) -> TrainConfig:
+def _cfg(tmp_path, kit, out, iterations, lr=3e-3, dataset_size=0, own_start=0.0, reuse=1) -> TrainConfig:
     # true cameras and perturbed starts only, unless asked: the fit test then measures the loss it trains
     return TrainConfig(out=str(tmp_path / out), kit=str(kit), iterations=iterations, batch=4, max_views=2,
                        dataset_size=dataset_size, true_camera_frac=1.0, own_start_frac=own_start,
                        vertex_subset=256, threads=1, loader_workers=0, val_samples=4, val_every_s=1e9,
                        save_every_s=1e9, lr=lr, start_jitter=0.0, model=TINY_MODEL,
-                       synth={"natural_backgrounds": False})
+                       synth={"natural_backgrounds": False}, reuse=reuse)
 
 
 def _training_batch(kit):
@@ -56,15 +56,21 @@ def test_tiny_training_reduces_the_loss(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
     kit = tiny_kit(tmp_path)
-    # with the model's own descent as the start of some batches (its random draws must resume too)
-    straight = train(_cfg(tmp_path, kit, "a", 4, own_start=0.5), log=lambda m: None)
-    train(_cfg(tmp_path, kit, "b", 2, own_start=0.5), log=lambda m: None)
-    resumed = train(_cfg(tmp_path, kit, "b", 4, own_start=0.5), log=lambda m: None)
+    # with the model's own descent as the start of some batches (its random draws must resume too),
+    # and every rendered batch serving two iterations (the stop falls between batches)
+    straight = train(_cfg(tmp_path, kit, "a", 6, own_start=0.5, reuse=2), log=lambda m: None)
+    train(_cfg(tmp_path, kit, "b", 2, own_start=0.5, reuse=2), log=lambda m: None)
+    resumed = train(_cfg(tmp_path, kit, "b", 6, own_start=0.5, reuse=2), log=lambda m: None)
     a = torch.load(straight, weights_only=True)["state_dict"]
     b = torch.load(resumed, weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    sa = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    assert sa["iteration"] == sb["iteration"] == 6 and sa["batch"] == sb["batch"] == 3
+    for k in sa["probe"]:  # the training-only coefficient probe resumes too
+        assert torch.equal(sa["probe"][k], sb["probe"][k]), k
 
 
 def test_continue_from_a_shipped_checkpoint(tmp_path):
@@ -75,3 +81,24 @@ def test_continue_from_a_shipped_checkpoint(tmp_path):
     model, prov = load_checkpoint(cont)
     assert prov["iterations"] == 3 and prov["init_from"] == str(first)
     assert model.cfg == load_checkpoint(first)[0].cfg  # the config comes from the checkpoint
+
+
+def test_starts_carry_no_part_of_the_answer_by_default():
+    template = torch.zeros(5, 3)
+    gt = torch.randn(3, 5, 3)
+    start = perturbed_start(template, gt, torch.Generator().manual_seed(0), jitter=0.0)
+    assert torch.equal(start, template.expand(3, -1, -1))
+    on_path = perturbed_start(template, gt, torch.Generator().manual_seed(0), jitter=0.0, path_prob=1.0)
+    assert not torch.equal(on_path, start)
+
+
+def test_coefficient_probe_scores_in_vertex_space(tmp_path):
+    basis = torch.zeros(2, 4, 3)
+    basis[0, :, 0] = 1.0  # mode 0 moves every vertex 1 cm along x
+    basis[1, 0, 1] = 2.0  # mode 1 moves one vertex 2 cm along y
+    probe = CoefficientProbe(global_channels=3, basis=basis)
+    g = torch.zeros(2, 3)  # an untrained probe predicts zeros for two views of one face
+    idx = torch.arange(4)
+    assert torch.isclose(probe.loss(g, 2, torch.tensor([[1.0, 0.0]]), idx), torch.tensor(1.0))
+    assert torch.isclose(probe.loss(g, 2, torch.tensor([[0.0, 1.0]]), idx), torch.tensor(0.5))
+    assert probe.loss(g, 2, torch.zeros(1, 2), idx) == 0

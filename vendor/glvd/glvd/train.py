@@ -21,7 +21,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from .cameras import Cameras, euler_to_matrix, rotation_angle_deg
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -46,13 +48,16 @@ class TrainConfig:
     true_camera_frac: float = 0.7  # batches descending with (jittered) true cameras; the rest use the camera head's
     absolute_weight: float = 0.1  # weight of the unaligned error next to the similarity-aligned one
     own_start_frac: float = 0.5  # batches that start where the model's own first 1..T-1 steps from the template end
+    path_start_prob: float = 0.0  # starts part-way from the template to the truth (they leak the answer: keep 0)
+    aux_weight: float = 1.0  # the coefficient probe's loss (shape signal for the encoder)
+    reuse: int = 2  # iterations per rendered batch (rendering is the bottleneck on a 2-core CPU)
     lr: float = 1e-3
     lr_min: float = 5e-5
     lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
     seed: int = 0
     save_every_s: float = 180.0
     val_every_s: float = 600.0
-    val_samples: int = 16
+    val_samples: int = 32
     threads: int = 2
     loader_workers: int = 1
     init_from: str | None = None  # continue from a model checkpoint (e.g. the shipped one) with a fresh optimizer
@@ -99,20 +104,21 @@ class _Batches(torch.utils.data.IterableDataset):
             i += stride
 
 
-def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, jitter: float = 1.0
-                    ) -> torch.Tensor:
-    """Starting meshes around the path from the template to the ground truth.
+def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, jitter: float = 1.0,
+                    path_prob: float = 0.0) -> torch.Tensor:
+    """Starting meshes: the template, or (with ``path_prob``) a point on the path to the truth.
 
     Args:
         template: ``(N, 3)``; gt: ``(B, N, 3)``.
     Returns:
-        ``(B, N, 3)``: template + a (GT - template) with a in [0, 1] (0 a quarter of
-        the time: the real start), then a small similarity jitter and vertex noise,
-        so the field learns to descend from anywhere near.
+        ``(B, N, 3)``: template + a (GT - template), a = 0 or (with ``path_prob``) a in [0, 1],
+        then a small similarity jitter and vertex noise. Path starts carry part of the
+        answer in their shape, so a field trained on them learns to extrapolate its input
+        instead of reading the image; training keeps them off by default.
     """
     B = gt.shape[0]
     a = torch.rand(B, 1, 1, generator=gen)
-    a = torch.where(torch.rand(B, 1, 1, generator=gen) < 0.25, torch.zeros_like(a), a)
+    a = torch.where(torch.rand(B, 1, 1, generator=gen) >= path_prob, torch.zeros_like(a), a)
     x = template[None] + a * (gt - template[None])
     ang = torch.randn(B, 3, generator=gen) * math.radians(2.0) * jitter
     Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
@@ -151,10 +157,42 @@ def shape_error_cm(pred: torch.Tensor, gt: torch.Tensor, absolute_weight: float)
     return (aligned + absolute_weight * absolute) * 100.0
 
 
+class CoefficientProbe(nn.Module):
+    """Training-only: identity and expression coefficients from the encoder's global feature.
+
+    Scored in vertex space through the kit's linear bases, so each mode counts as much as it
+    moves the face. Never part of the shipped model (the fields stay free of the PCA space);
+    it only hands the encoder a direct, low-dimensional shape signal.
+    """
+
+    def __init__(self, global_channels: int, basis: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("basis", basis, persistent=False)  # (C, N_face, 3) cm per unit coefficient
+        self.head = nn.Linear(global_channels, basis.shape[0])
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_kit(cls, kit: dict, global_channels: int) -> CoefficientProbe:
+        n = int(kit["face_area"][1])
+        basis = torch.from_numpy(np.concatenate([kit["identity"][:, :n], kit["expression"][:, :n]], 0)).float()
+        return cls(global_channels, basis)
+
+    def loss(self, global_: torch.Tensor, views: int, coeffs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Mean vertex error (cm) of the probe's shape.
+
+        Args:
+            global_: ``(B*V, G)``; coeffs: ``(B, C)`` true identity + expression; idx: ``(P,)`` vertex subset.
+        """
+        pred = self.head(global_).reshape(-1, views, coeffs.shape[1]).mean(1)  # (B, C): views agree on one face
+        return torch.einsum("bc,cpk->bpk", pred - coeffs, self.basis[:, idx]).norm(dim=-1).mean()
+
+
 def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
-           true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0
+           true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
+           path_prob: float = 0.0, probe: CoefficientProbe | None = None, aux_weight: float = 1.0
            ) -> dict[str, torch.Tensor]:
-    """Camera, keypoint and vertex losses (vertex/keypoint in cm) for one batch."""
+    """Camera, keypoint, vertex and (with a probe) coefficient losses (vertex/keypoint in cm) for one batch."""
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
     B = gt.shape[0]
     S = images.shape[-1]
@@ -167,7 +205,7 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     # learn to work with what the camera head gives on real photos
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
-    x0 = perturbed_start(model.template_vertices, gt, gen, jitter)
+    x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
     kp_ids = model.keypoint_ids
     kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
@@ -184,6 +222,10 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     if model.keypoints is not None:
         out["kp"] = shape_error_cm(kp1, gt[:, kp_ids], absolute_weight)
     out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
+    if probe is not None:
+        coeffs = torch.cat([s["identity"], s["expression"]], 1)
+        out["aux"] = probe.loss(feats.global_, images.shape[1], coeffs, idx)
+        out["total"] = out["total"] + aux_weight * out["aux"]
     return out
 
 
@@ -240,11 +282,15 @@ def train(cfg: TrainConfig, log=print) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = GLVD(mcfg, template_from_kit(kit))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    probe = CoefficientProbe.from_kit(kit, model.encoder.global_channels) if cfg.aux_weight > 0 else None
+    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     it, wall = 0, 0.0
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     if resumed:
         model.load_state_dict(state["model"])
+        if probe is not None:
+            probe.load_state_dict(state["probe"])
         opt.load_state_dict(state["optimizer"])
         it, wall = state["iteration"], state["wall_s"]
         gen.set_state(state["generator"])
@@ -261,7 +307,10 @@ def train(cfg: TrainConfig, log=print) -> Path:
                              seed=VAL_SEED)
     val = val_gen.sample(cfg.val_samples, 1)
 
-    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, it, cfg.batch, cfg.max_views, cfg.dataset_size)
+    # every rendered batch serves `reuse` iterations; saves happen between batches, so resume is exact
+    batch_i = state.get("batch", it // cfg.reuse) if resumed else -(-it // cfg.reuse)
+    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, batch_i, cfg.batch, cfg.max_views,
+                  cfg.dataset_size)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
                                          prefetch_factor=2 if cfg.loader_workers else None,
                                          persistent_workers=False)
@@ -277,7 +326,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         return max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
 
     def save(final_metrics: dict | None = None) -> Path:
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
+        _atomic_save({"model": model.state_dict(), "probe": probe.state_dict() if probe is not None else None,
+                      "optimizer": opt.state_dict(), "iteration": it, "batch": batch_i,
                       "wall_s": wall, "generator": gen.get_state(), "train_config": dataclasses.asdict(cfg)},
                      state_path)
         prov = {"trained": True, "commit": _git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
@@ -299,24 +349,27 @@ def train(cfg: TrainConfig, log=print) -> Path:
     except ImportError:
         bar = None
     for i, s in loader:
-        assert i == it, f"loader out of step ({i} != {it})"
-        t0 = time.monotonic()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(it)
-        ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac, cfg.absolute_weight,
-                    cfg.own_start_frac)
-        opt.zero_grad(set_to_none=True)
-        ls["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        it += 1
-        wall += time.monotonic() - t0
-        for k, v in ls.items():
-            x = float(v.detach())
-            running[k] = 0.98 * running.get(k, x) + 0.02 * x
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(vert=f"{running['vert']:.3f}cm", cam=f"{running['cam']:.3f}", refresh=False)
+        assert i == batch_i, f"loader out of step ({i} != {batch_i})"
+        batch_i += 1
+        for _ in range(cfg.reuse):
+            t0 = time.monotonic()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(it)
+            ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac,
+                        cfg.absolute_weight, cfg.own_start_frac, cfg.path_start_prob, probe, cfg.aux_weight)
+            opt.zero_grad(set_to_none=True)
+            ls["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            it += 1
+            wall += time.monotonic() - t0
+            for k, v in ls.items():
+                x = float(v.detach())
+                running[k] = 0.98 * running.get(k, x) + 0.02 * x
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(vert=f"{running['vert']:.3f}cm", aux=f"{running.get('aux', 0):.3f}cm",
+                                cam=f"{running['cam']:.3f}", refresh=False)
         now = time.monotonic()
         done = now - start > cfg.minutes * 60 or it >= cfg.iterations
         if now - last_val > cfg.val_every_s or done:

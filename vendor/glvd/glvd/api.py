@@ -54,6 +54,7 @@ class Result:
     timings: dict[str, float]
     checkpoint: str
     trained: bool
+    camera_sources: list[str] = field(default_factory=list)  # per view: "landmarks", "camera head" or "given"
     _template_vertices: np.ndarray = field(repr=False, default=None)
     _template_expressions: np.ndarray = field(repr=False, default=None)
 
@@ -90,6 +91,26 @@ class Reconstructor:
     @property
     def trained(self) -> bool:
         return bool(self.provenance.get("trained", False))
+
+    def _landmark_cameras(self, cams: Cameras, views: list, face: np.ndarray) -> tuple[Cameras, list[str]]:
+        """Replace each view's camera by PnP of ``face``'s (N, 3) inner landmarks on the detected ones."""
+        from .pose import INNER, solve_pnp
+
+        lm3d = face[self.template.landmarks68][INNER]
+        R, t = cams.R.clone(), cams.t.clone()
+        sources = []
+        for i, v in enumerate(views):
+            sol = None
+            if v.landmarks68 is not None:
+                guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
+                sol = solve_pnp(lm3d, v.landmarks68_crop[INNER], cams.K[0, i].cpu().numpy(), guess)
+            if sol is None:
+                sources.append("camera head")
+                continue
+            R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
+            t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
+            sources.append("landmarks")
+        return Cameras(cams.K, R, t), sources
 
     @torch.inference_mode()
     def reconstruct(
@@ -156,8 +177,11 @@ class Reconstructor:
             Kc = torch.stack([crop_intrinsics(K_img[i], *[torch.tensor(float(b)) for b in v.box], self.image_size)
                               for i, v in enumerate(views)])[None]
             cams = Cameras(Kc.to(dev), R.to(dev), t.to(dev))
+            sources = ["given"] * len(views)
         else:
             cams = self.model.estimate_cameras(feats, K_crop)
+            # where the detector gave 68 landmarks, PnP on the template's places the camera better
+            cams, sources = self._landmark_cameras(cams, views, self.template.vertices)
         t_enc = time.perf_counter()
 
         def _step(i: int, x: torch.Tensor) -> None:
@@ -168,6 +192,9 @@ class Reconstructor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel)
+        if cameras is None and "landmarks" in sources:
+            # once more on the reconstructed face, whose landmarks fit the photo better than the template's
+            cams, _ = self._landmark_cameras(cams, views, xs[0, -1].cpu().numpy())
         t_desc = time.perf_counter()
         K_image = torch.stack([v.K_image for v in views]).to(dev)
         img_cams = Cameras(K_image[None], cams.R, cams.t)
@@ -189,6 +216,7 @@ class Reconstructor:
                      "total_s": t_desc - t0},
             checkpoint=self.checkpoint_path,
             trained=self.trained,
+            camera_sources=sources,
             _template_vertices=tpl.vertices,
             _template_expressions=tpl.expressions,
         )

@@ -21,6 +21,7 @@ import torch
 
 from .landmarks_map import mediapipe_to_68
 from .metrics import similarity_align
+from .pose import pnp_cameras
 from .surface import Surface
 
 
@@ -90,43 +91,6 @@ def project(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Ten
     z = pc[..., 2:3].clamp(min=1e-4)
     uv1 = torch.einsum("vij,vpj->vpi", K, pc / z)
     return uv1[..., :2]
-
-
-def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Camera of each view from 3D-2D landmark pairs (OpenCV PnP; the mean face as the 3D model).
-
-    Args:
-        points3d: ``(P, 3)``; points2d: ``(V, P, 2)``; K: ``(V, 3, 3)``.
-    Returns:
-        ``R (V, 3, 3)``, ``t (V, 3)``; a frontal camera at a focal-consistent distance where PnP fails.
-    """
-    import cv2
-
-    Rs, ts = [], []
-    for v in range(points2d.shape[0]):
-        ok, rvec, tvec = False, None, None
-        try:
-            ok, rvec, tvec = cv2.solvePnP(points3d.astype(np.float64), points2d[v].astype(np.float64),
-                                          K[v].astype(np.float64), None, flags=cv2.SOLVEPNP_EPNP)
-            if ok:
-                ok, rvec, tvec = cv2.solvePnP(points3d.astype(np.float64), points2d[v].astype(np.float64),
-                                              K[v].astype(np.float64), None, rvec, tvec, True,
-                                              flags=cv2.SOLVEPNP_ITERATIVE)
-        except cv2.error:
-            ok = False
-        if ok and float(tvec[2, 0]) > 0:
-            Rs.append(cv2.Rodrigues(rvec)[0])
-            ts.append(tvec[:, 0])
-        else:  # frontal, at the distance where the landmarks' spread matches
-            spread2d = float(np.ptp(points2d[v], axis=0).max())
-            spread3d = float(np.ptp(points3d[:, :2], axis=0).max())
-            d = K[v, 0, 0] * spread3d / max(spread2d, 1e-6)
-            c = points2d[v].mean(0)
-            x = (c[0] - K[v, 0, 2]) / K[v, 0, 0] * d
-            y = (c[1] - K[v, 1, 2]) / K[v, 1, 1] * d
-            Rs.append(np.diag([1.0, -1.0, -1.0]))
-            ts.append(np.array([x, y, d]) - np.diag([1.0, -1.0, -1.0]) @ points3d.mean(0))
-    return np.stack(Rs), np.stack(ts)
 
 
 def _skew(y: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from .surface import Surface
 
 HELD_OUT_SEED = 20_000_000
 OUT_OF_PCA_SEED = 20_000_500
+CONSISTENCY_SEED = 20_000_900
 REPO = Path(__file__).resolve().parents[3]
 
 M_GLVD_TRUE = "GLVD, true cameras"
@@ -200,6 +201,9 @@ def main(argv: list[str]) -> int:
                    help="vertices per direction for the surface error (0 = all 9,409; default 3000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--photos", type=int, default=0, metavar="LFW",
+                   help="also score real photos (astronaut, grace_hopper and the first LFW lfw_subset faces) "
+                        "against MediaPipe and dlib, with overlays beside --out (default 0: skip)")
     argv = list(argv)
     if argv[:1] == ["--"]:  # `glvd evaluate -- --samples 4`: the CLI's remainder keeps the separator
         argv = argv[1:]
@@ -358,10 +362,20 @@ def main(argv: list[str]) -> int:
         "corr": corr, "abs": None if a.skip_slow else (a.abs_samples, a.abs_steps), "total_s": total_s,
         "threads": a.threads, "surface_points": a.surface_points or None,
     }
+    from .evaluate_consistency import identity_spread
+
+    info["consistency"] = identity_spread(model, a.kit, CONSISTENCY_SEED, steps=steps)
     out = Path(a.out)
     plot = Path(a.plot) if a.plot else out.with_name("results_steps.png")
     plot_ok = write_plot(plot, curves, a.views)
     text = render_report(rec, curves, rot_err, mp_rows, info, plot if plot_ok else None, out)
+    if a.photos:
+        from .api import Reconstructor
+        from .evaluate_photos import evaluate_photos, report
+
+        overlays = out.parent / "overlays"
+        scores, dlib_why = evaluate_photos(Reconstructor(ckpt, device="cpu"), overlays, a.photos, log=_say)
+        text += "\n" + report(scores, dlib_why, overlays, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
@@ -486,6 +500,12 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         w(f"- (c) runs on the first {info['abs'][0]} held-out faces only (per view count), {info['abs'][1]} Adam "
           "steps from the (b) fit; its time includes (b). GLVD is compared with it on the same faces.")
     w("- Times are per face on this CPU, batch 1: GLVD = encode + camera head + descent; (a) = encode + camera head.")
+    if info.get("consistency"):
+        c = info["consistency"]
+        w(f"- Consistency: {c['people']} people (seed {CONSISTENCY_SEED}, identity and expression fixed per person) x "
+          f"{c['photos']} photos each (pose, light, background vary); each photo reconstructed alone (1 view, "
+          "estimated cameras). 'Across photos' = mean aligned v2v of a person's reconstructions to their mean; "
+          "'between people' = the same for the people's means (and for their true shapes).")
     w("")
 
     sets = sorted({r["set"] for r in rec}, key=lambda s: 0 if s == "held-out" else 1)
@@ -535,6 +555,20 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     g, b = get("out-of-PCA", V0, M_GLVD_EST), get("out-of-PCA", V0, M_3DMM)
     if g is not None and b is not None:
         w(f"| out-of-PCA: GLVD beats (b) ({V0} view) | GLVD {_fmt(g)} vs (b) {_fmt(b)} mm | {_target(g < b)} |")
+    Vm = max(views)
+    if Vm > 1 and rot_err.get((ho, Vm, M_GLVD_EST)):
+        med = float(np.median(rot_err[(ho, Vm, M_GLVD_EST)]))
+        w(f"| multi-view cameras: median rotation error <= 5 deg ({Vm} views, camera head) | {med:.1f} deg | "
+          f"{_target(med <= 5.0)} |")
+        g, g_t = get(ho, Vm, M_GLVD_EST), get(ho, Vm, M_GLVD_TRUE)
+        if g is not None and g_t is not None:
+            w(f"| {Vm}-view error with estimated cameras within 15% of true cameras | {_fmt(g)} vs {_fmt(g_t)} mm "
+              f"(+{_fmt(100 * (g - g_t) / g_t, 1)}%) | {_target(g <= 1.15 * g_t)} |")
+    if info.get("consistency"):
+        c = info["consistency"]
+        w(f"| consistency: spread across photos of one person < spread between people (1 view) | "
+          f"{_fmt(c['within_mm'])} vs {_fmt(c['between_mm'])} mm (truth: 0 vs {_fmt(c['between_gt_mm'])} mm) | "
+          f"{_target(c['within_mm'] < c['between_mm'])} |")
     w("")
 
     # ---- main tables
@@ -608,7 +642,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     w("")
     w("## Notes")
     w("")
-    w("- Synthetic test data only: these numbers say how well each method inverts *our renderer*; real photos "
+    w("- The synthetic tables say how well each method inverts *our renderer*; real photos "
       "are harder for GLVD (trained on renders only) and easier for MediaPipe (trained on photos).")
     w("- The template row is independent of the camera: the alignment removes its placement.")
     w("- (b') shows what the landmark fit gains with landmarks that match the ICT landmark vertices by "

@@ -1,0 +1,46 @@
+"""The real-photo evaluation: NME, the shipped model on real photos, overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glvd.evaluate_photos import OUTER_EYE, evaluate_photos, nme, report
+
+pytest.importorskip("skimage.data")
+
+
+def test_nme_is_normalised_by_the_outer_eye_corners():
+    ref = np.zeros((68, 2))
+    ref[OUTER_EYE[1]] = [10.0, 0.0]
+    assert nme(ref + [1.0, 0.0], ref) == pytest.approx(0.1)
+    assert nme(ref, ref) == 0.0
+
+
+def test_shipped_model_on_real_photos(tmp_path):
+    import glvd
+
+    rec = glvd.Reconstructor(device="cpu")  # the shipped checkpoint (it carries its template)
+    scores, _ = evaluate_photos(rec, tmp_path, lfw_faces=2, log=lambda m: None)
+    astro = next(s for s in scores if s.name == "astronaut")
+    # the camera comes from PnP on MediaPipe's landmarks: the projected landmarks land on the face
+    assert astro.nme["glvd|mp"] < 0.15, astro.nme
+    assert (tmp_path / "astronaut.png").is_file() and (tmp_path / "lfw_montage.png").is_file()
+    text = report(scores, "", tmp_path, tmp_path)
+    assert "| astronaut |" in text and "![astronaut](astronaut.png)" in text
+    res = rec.reconstruct(np.ascontiguousarray(__import__("skimage.data").data.astronaut()), steps=2)
+    assert res.camera_sources == ["landmarks"]
+
+
+def test_spread_ignores_pose_and_scale_but_not_shape():
+    import torch
+
+    from glvd.evaluate_consistency import _spread
+
+    x = torch.randn(1, 50, 3) * 0.05
+    c, s = torch.cos(torch.tensor(0.3)), torch.sin(torch.tensor(0.3))
+    R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    copies = torch.cat([x, 1.2 * x @ R.T + 0.01, 0.9 * x - 0.02])
+    assert _spread(copies)[1] < 1e-3
+    other = torch.cat([x, x + torch.randn(1, 50, 3) * 0.004])
+    assert _spread(other)[1] > 1.0  # mm

@@ -1,0 +1,45 @@
+"""Cameras from 2D landmarks (PnP) as the runtime uses them on photos."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from glvd.pose import pnp_cameras, solve_pnp
+
+
+def _setup(yaw_deg: float = 30.0):
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(51, 3)) * [0.05, 0.06, 0.03]  # a face-sized cloud, metres
+    a = math.radians(yaw_deg)
+    R = np.diag([1.0, -1.0, -1.0]) @ np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    t = np.array([0.02, -0.01, 0.6])
+    K = np.array([[500.0, 0, 64], [0, 500, 64], [0, 0, 1]])
+    c = pts @ R.T + t
+    uv = (c @ K.T)[:, :2] / c[:, 2:3]
+    return pts, uv, K, R, t
+
+
+def test_pnp_recovers_the_camera():
+    pts, uv, K, R, t = _setup()
+    Rp, tp = solve_pnp(pts, uv, K)
+    ang = math.degrees(math.acos(np.clip((np.trace(Rp.T @ R) - 1) / 2, -1, 1)))
+    assert ang < 0.05 and np.abs(tp - t).max() < 1e-4
+
+
+def test_pnp_starts_from_a_guess_and_refines_it():
+    pts, uv, K, R, t = _setup(50.0)
+    Rp, tp = solve_pnp(pts, uv + np.random.default_rng(1).normal(scale=0.5, size=uv.shape), K,
+                       guess=(np.diag([1.0, -1.0, -1.0]), np.array([0.0, 0.0, 0.5])))
+    ang = math.degrees(math.acos(np.clip((np.trace(Rp.T @ R) - 1) / 2, -1, 1)))
+    assert ang < 2.0 and abs(tp[2] - t[2]) < 0.03
+
+
+def test_degenerate_points_give_none_or_a_frontal_fallback():
+    pts = np.zeros((51, 3))
+    uv = np.full((51, 2), 64.0)
+    K = np.array([[500.0, 0, 64], [0, 500, 64], [0, 0, 1]])
+    assert solve_pnp(pts, uv, K) is None
+    R, t = pnp_cameras(pts, uv[None], K[None])
+    assert np.allclose(R[0], np.diag([1.0, -1.0, -1.0])) and np.isfinite(t).all()

@@ -1,0 +1,72 @@
+"""Cameras from detected 2D landmarks (OpenCV PnP), for photos whose detector gives the 68 points.
+
+On real photos the camera head (trained on synthetic renders only) misjudges distance and pose;
+a detector trained on real faces (MediaPipe) places the 68 landmarks within a few percent of the
+eye distance, so PnP against the face's 3D landmarks pins the camera down far better. The
+runtime uses it first on the template (before the descent) and again on the reconstructed face.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the inner 51 of the 68 landmarks: the detector's jaw contour follows the silhouette, the
+#: mesh's jaw landmarks are fixed vertices, so the contour would pull the pose sideways
+INNER = slice(17, 68)
+
+
+def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
+              guess: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """One view's camera from ``(P, 3)`` head-frame points and their ``(P, 2)`` pixels, or None.
+
+    Args:
+        K: ``(3, 3)`` intrinsics of the pixels' image.
+        guess: optional ``(R (3, 3), t (3,))`` to start from (e.g. the camera head's estimate).
+    Returns:
+        ``R (3, 3)``, ``t (3,)`` (OpenCV convention, metres), or None when PnP fails or puts the face
+        behind the camera.
+    """
+    import cv2
+
+    p3 = np.ascontiguousarray(points3d, np.float64)
+    p2 = np.ascontiguousarray(points2d, np.float64)
+    Kd = np.asarray(K, np.float64)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(p3, p2, Kd, None, flags=cv2.SOLVEPNP_EPNP)
+        if guess is not None and not (ok and tvec[2, 0] > 0):
+            rvec, tvec, ok = cv2.Rodrigues(np.asarray(guess[0], np.float64))[0], \
+                np.asarray(guess[1], np.float64).reshape(3, 1), True
+        if ok:
+            ok, rvec, tvec = cv2.solvePnP(p3, p2, Kd, None, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE)
+    except cv2.error:
+        return None
+    if not ok or not np.isfinite(tvec).all() or float(tvec[2, 0]) <= 0:
+        return None
+    return cv2.Rodrigues(rvec)[0], tvec[:, 0]
+
+
+def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera of each view from 3D-2D landmark pairs; a frontal camera where PnP fails.
+
+    Args:
+        points3d: ``(P, 3)``; points2d: ``(V, P, 2)``; K: ``(V, 3, 3)``.
+    Returns:
+        ``R (V, 3, 3)``, ``t (V, 3)``.
+    """
+    Rs, ts = [], []
+    for v in range(points2d.shape[0]):
+        sol = solve_pnp(points3d, points2d[v], K[v])
+        if sol is not None:
+            Rs.append(sol[0])
+            ts.append(sol[1])
+            continue
+        # frontal, at the distance where the landmarks' spread matches
+        spread2d = float(np.ptp(points2d[v], axis=0).max())
+        spread3d = float(np.ptp(points3d[:, :2], axis=0).max())
+        d = K[v, 0, 0] * spread3d / max(spread2d, 1e-6)
+        c = points2d[v].mean(0)
+        x = (c[0] - K[v, 0, 2]) / K[v, 0, 0] * d
+        y = (c[1] - K[v, 1, 2]) / K[v, 1, 1] * d
+        Rs.append(np.diag([1.0, -1.0, -1.0]))
+        ts.append(np.array([x, y, d]) - np.diag([1.0, -1.0, -1.0]) @ points3d.mean(0))
+    return np.stack(Rs), np.stack(ts)

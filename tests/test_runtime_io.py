@@ -252,3 +252,20 @@ def test_worker_cancel_then_serves_again(ckpt, photo):
         assert w.until("result", "error")[0]["event"] == "result"
     finally:
         assert w.close() == 0
+
+
+def test_worker_warms_up_in_the_background(ckpt, tmp_path):
+    import io
+
+    from glvd.worker import Worker
+
+    w = Worker(io.StringIO(), device="cpu", checkpoint=str(ckpt))
+    w.warm_up().join(timeout=300)
+    assert w.rec is not None and w.rec.checkpoint_path == str(ckpt)
+    assert w._reconstructor(None, None) is w.rec  # the first request finds the model loaded
+    # a warm-up that fails stays silent: the request that needs the model reports it
+    bad = Worker(io.StringIO(), device="cpu", checkpoint=str(tmp_path / "missing.pt"))
+    bad.warm_up().join(timeout=300)
+    assert bad.rec is None
+    with pytest.raises(glvd.CheckpointError):
+        bad._reconstructor(None, None)

@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     a, rest = _parser().parse_known_args(argv)
     if rest and a.cmd != "evaluate":
         _parser().parse_args(argv)  # the usual "unrecognized arguments" error and exit code 2
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # found, not imported: the worker imports torch in the background after saying "ready"
+    if importlib.util.find_spec("torch") is None:
         _err("PyTorch is not installed: pip install torch==2.13.0 (or install the extension's bundled wheels)")
         return EXIT_CODES["torch_missing"]
     from .errors import GLVDError

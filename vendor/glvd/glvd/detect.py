@@ -329,6 +329,21 @@ def detect_faces(img: np.ndarray, backend: str = "auto", max_faces: int = 8) -> 
     return faces
 
 
+def warm_up() -> None:
+    """Build the detectors and run them once on a blank image.
+
+    Their first call pays MediaPipe's import, graph and delegate start-up (about a second); a
+    worker does this in the background while torch loads, so a first request does not wait.
+    """
+    blank = np.zeros((64, 64, 3), np.uint8)
+    if mediapipe_available():
+        _mesh_faces(blank, 8)
+        _mesh_faces(blank, 1)
+        _detector_boxes(blank)
+    else:
+        haar_boxes(blank)
+
+
 def backend_name() -> str:
     """The detector "auto" uses on this install."""
     return "mediapipe" if mediapipe_available() else "haar"

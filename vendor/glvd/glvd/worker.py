@@ -57,6 +57,29 @@ class Worker:
         self.current: str | None = None
         self.cancel = threading.Event()
         self.step_delay = float(os.environ.get("GLVD_WORKER_STEP_DELAY", "0") or 0)
+        self._load_lock = threading.Lock()  # the warm-up thread and a request may both want the model
+
+    def warm_up(self) -> threading.Thread:
+        """Load the model, then start the face detector, in a background thread.
+
+        A worker started ahead of time (Blender starts one when the panel is first drawn) is then
+        fully warm when the first request comes: without this, that request would pay torch's
+        import, the model load and MediaPipe's start-up. One thread, one thing after the other:
+        they all hold the GIL for most of their time, so running them side by side gains nothing.
+        Errors are left for the request to hit and report (a missing checkpoint, no torch).
+        """
+        def run() -> None:
+            try:
+                self._reconstructor(None, None)
+                from . import detect
+
+                detect.warm_up()
+            except Exception:  # noqa: BLE001 (reported by the request that needs it)
+                pass
+
+        t = threading.Thread(target=run, daemon=True, name="glvd-warm-up")
+        t.start()
+        return t
 
     def reader(self, inp: IO[str]) -> None:
         for line in inp:
@@ -82,10 +105,11 @@ class Worker:
 
         device = device or self.device
         checkpoint = checkpoint if checkpoint is not None else self.checkpoint
-        if self.rec is None or (device, checkpoint) != (self._loaded_device, self._loaded_ckpt):
-            self.rec = Reconstructor(checkpoint=checkpoint, device=device)
-            self._loaded_device, self._loaded_ckpt = device, checkpoint
-        return self.rec
+        with self._load_lock:
+            if self.rec is None or (device, checkpoint) != (self._loaded_device, self._loaded_ckpt):
+                self.rec = Reconstructor(checkpoint=checkpoint, device=device)
+                self._loaded_device, self._loaded_ckpt = device, checkpoint
+            return self.rec
 
     def handle(self, req: dict) -> bool:
         """Handle one request; False when the worker should exit."""
@@ -185,7 +209,7 @@ class Worker:
 
 
 def serve(inp: IO[str] | None = None, out: IO[str] | None = None, device: str = "auto",
-          checkpoint: str | None = None) -> int:
+          checkpoint: str | None = None, warm: bool = True) -> int:
     """Run the worker until ``shutdown`` or end of input."""
     out = out or sys.stdout
     inp = inp or sys.stdin
@@ -194,6 +218,8 @@ def serve(inp: IO[str] | None = None, out: IO[str] | None = None, device: str = 
     w = Worker(out, device=device, checkpoint=checkpoint)
     threading.Thread(target=w.reader, args=(inp,), daemon=True).start()
     w.emit("ready", None, version=__version__, pid=os.getpid())
+    if warm:
+        w.warm_up()
     while True:
         req = w.requests.get()
         if req is None or not w.handle(req):

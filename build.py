@@ -9,12 +9,16 @@ Wheels:
 - ``glvd`` built from vendor/glvd (``pip wheel --no-deps``); the checkpoint
   (glvd/weights/*.pt) travels inside it as package data.
 - unless ``--no-deps``: torch (``--torch-wheel`` or the pinned release), its
-  pure-Python dependencies, pillow and opencv-python-headless for the platform.
+  pure-Python dependencies, pillow and opencv-python-headless for the platform;
+  and, unless ``--without-mediapipe``, MediaPipe (without its declared jax,
+  opencv-contrib, sentencepiece and sounddevice, which face detection never
+  imports) with what its import needs: its landmarks place the camera on photos.
   numpy is never bundled: Blender ships its own and all extensions share one
   site-packages.
 
     python build.py                       # linux-x64, with dependency wheels
     python build.py --no-deps             # fast developer build (runtime wheel only)
+    python build.py --without-mediapipe   # ~60 MB lighter; OpenCV Haar boxes, camera head only
     python build.py --torch-wheel /opt/wheels/torch-2.13.0+cpu-...whl
 """
 
@@ -38,6 +42,11 @@ RUNTIME_SRC = ROOT / "vendor" / "glvd"
 TORCH_PIN = "torch==2.13.0"
 # Dependencies of the runtime inside Blender. numpy is left out on purpose.
 DEP_PINS = ["pillow==13.0.0", "opencv-python-headless==4.11.0.86"]
+# MediaPipe Face Mesh: the 68 landmarks that glvd.pose turns into cameras. Fetched with --no-deps;
+# these are the dependencies its import really needs (mediapipe/__init__ imports matplotlib).
+MEDIAPIPE_PIN = "mediapipe==0.10.21"
+MEDIAPIPE_DEPS = ["protobuf==4.25.9", "absl-py==2.5.1", "attrs==26.1.0", "flatbuffers==25.12.19",
+                  "matplotlib==3.11.2"]
 # numpy: Blender's own. setuptools: torch lists it (for C++ extensions), unused at run time,
 # and it would shadow tooling in the site-packages every extension shares.
 NEVER_BUNDLE = ("numpy", "setuptools")
@@ -101,10 +110,11 @@ def build_runtime_wheel(dest: Path) -> Path:
     return new[-1]
 
 
-def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | None) -> list[Path]:
+def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | None,
+                               mediapipe: bool = True) -> list[Path]:
     """Binary wheels for ``platform`` and Python 3.11, torch's own dependencies included."""
     tags = PLATFORM_TAGS[platform]
-    reqs = list(DEP_PINS)
+    reqs = list(DEP_PINS) + (MEDIAPIPE_DEPS if mediapipe else [])
     if torch_wheel is not None:
         if not torch_wheel.is_file():
             raise BuildError(f"--torch-wheel: no such file: {torch_wheel}")
@@ -119,6 +129,8 @@ def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | No
     for tag in tags:
         cmd += ["--platform", tag]
     run(cmd + reqs, f"downloading dependency wheels for {platform}")
+    if mediapipe:
+        run(cmd + ["--no-deps", MEDIAPIPE_PIN], f"downloading {MEDIAPIPE_PIN} for {platform}")
     removed = []
     for whl in sorted(dest.glob("*.whl")):
         dist = whl.name.split("-")[0].lower().replace("_", "-")
@@ -144,7 +156,7 @@ def write_staged_manifest(src: Path, dest: Path, wheels: list[str], platform: st
     dest.write_text(text, encoding="utf-8")
 
 
-def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | None) -> Path:
+def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | None, mediapipe: bool = True) -> Path:
     stage_dir = build_dir / "extension"
     shutil.rmtree(stage_dir, ignore_errors=True)
     shutil.copytree(ADDON_SRC, stage_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
@@ -159,7 +171,7 @@ def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | Non
         print("note: no checkpoint (glvd/weights/*.pt) in the runtime wheel; "
               "set one in the add-on preferences")
     if not no_deps:
-        download_dependency_wheels(wheels_dir, platform, torch_wheel)
+        download_dependency_wheels(wheels_dir, platform, torch_wheel, mediapipe)
     wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
     write_staged_manifest(MANIFEST, stage_dir / "blender_manifest.toml", wheels, platform)
     return stage_dir
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform", default="linux-x64", choices=sorted(PLATFORM_TAGS))
     ap.add_argument("--torch-wheel", type=Path, default=None, help="bundle this torch wheel")
     ap.add_argument("--no-deps", action="store_true", help="only the runtime wheel (fast developer build)")
+    ap.add_argument("--without-mediapipe", action="store_true",
+                    help="leave MediaPipe out (OpenCV Haar boxes only: no landmarks, the camera head places the face)")
     ap.add_argument("--build-dir", type=Path, default=ROOT / "build")
     ap.add_argument("--dist-dir", type=Path, default=ROOT / "dist")
     args = ap.parse_args(argv)
@@ -191,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
         ext_id, version = manifest["id"], manifest["version"]
         tool = blender_ext_tool()
-        stage_dir = stage(args.build_dir.resolve(), args.platform, args.no_deps, args.torch_wheel)
+        stage_dir = stage(args.build_dir.resolve(), args.platform, args.no_deps, args.torch_wheel,
+                          not args.without_mediapipe)
         args.dist_dir.mkdir(parents=True, exist_ok=True)
         out = args.dist_dir.resolve() / f"{ext_id}-{version}-{args.platform}.zip"
         out.unlink(missing_ok=True)

@@ -175,6 +175,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     props = res["props"]
     assert props["glvd_face"] and props["glvd_steps"] == 3 and props["glvd_photos"] == [str(face_photo)]
     assert props["glvd_checkpoint"] == str(checkpoint) and "blender_total_s" in props["glvd_timings"]
+    assert len(props["glvd_camera_sources"]) == 1 and props["glvd_camera_sources"][0] in ("landmarks", "camera head")
 
     # every step key is the CLI's step for the same input (in Blender's frame); the last is its result
     for i, cli_v in enumerate(cli_steps, start=1):
@@ -328,6 +329,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         r["with_camera"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
                                                                 expressions=False, use_cameras=True))
         r["camera_sent"] = json.loads(bpy.context.active_object["glvd_cameras"])[0]
+        r["camera_sources"] = list(bpy.context.active_object["glvd_camera_sources"])
         # a loaded image added from Blender's own list
         r["add_image"] = sorted(bpy.ops.glvd.photo_add_image(image=item.image.name))
         r["n_photos"] = len(s.photos)
@@ -353,6 +355,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
     cam = res["camera_sent"]  # the front camera 0.8 m away, as the runtime received and used it
     np.testing.assert_allclose(cam["R"], np.diag([1.0, -1.0, -1.0]), atol=1e-6)
     np.testing.assert_allclose(cam["t"], [0.0, 0.0, 0.8], atol=1e-6)
+    assert res["camera_sources"] == ["given"]  # the scene camera was used, not estimated
     np.testing.assert_allclose(cam["K"][0][0], 50.0 / 36.0 * 512, rtol=1e-5)  # 50 mm lens, 36 mm sensor, 512 px
     assert res["add_image"] == ["FINISHED"] and res["n_photos"] == 2
     assert res["after_remove"] == 1 and res["after_clear"] == 0

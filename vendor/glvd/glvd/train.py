@@ -205,9 +205,7 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     # learn to work with what the camera head gives on real photos
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
-    x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
     kp_ids = model.keypoint_ids
-    kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
     prep = model.prepare(feats)
     if bool(torch.rand((), generator=gen) < own_start_frac):
@@ -217,6 +215,9 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
             x0, kp0 = model.initial_state(B)
             for _ in range(k):
                 x0, kp0 = model.step(prep, feats, cams, x0, kp0)
+    else:
+        x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
+        kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
     x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
     out = {"cam": loss_cam, "vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
     if model.keypoints is not None:

@@ -43,3 +43,11 @@ def test_degenerate_points_give_none_or_a_frontal_fallback():
     assert solve_pnp(pts, uv, K) is None
     R, t = pnp_cameras(pts, uv[None], K[None])
     assert np.allclose(R[0], np.diag([1.0, -1.0, -1.0])) and np.isfinite(t).all()
+
+
+def test_a_fit_worse_than_max_error_is_rejected():
+    pts, uv, K, R, t = _setup()
+    scrambled = uv[np.random.default_rng(2).permutation(len(uv))]  # landmarks no rigid face explains
+    assert solve_pnp(pts, scrambled, K) is not None  # without a bound PnP returns its best try
+    assert solve_pnp(pts, scrambled, K, max_error=2.0) is None
+    assert solve_pnp(pts, uv, K, max_error=0.01) is not None

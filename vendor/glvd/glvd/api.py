@@ -94,7 +94,7 @@ class Reconstructor:
 
     def _landmark_cameras(self, cams: Cameras, views: list, face: np.ndarray) -> tuple[Cameras, list[str]]:
         """Replace each view's camera by PnP of ``face``'s (N, 3) inner landmarks on the detected ones."""
-        from .pose import INNER, solve_pnp
+        from .pose import INNER, MAX_REPROJECTION, solve_pnp
 
         lm3d = face[self.template.landmarks68][INNER]
         R, t = cams.R.clone(), cams.t.clone()
@@ -103,7 +103,9 @@ class Reconstructor:
             sol = None
             if v.landmarks68 is not None:
                 guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
-                sol = solve_pnp(lm3d, v.landmarks68_crop[INNER], cams.K[0, i].cpu().numpy(), guess)
+                lm2d = v.landmarks68_crop[INNER]
+                extent = float(np.ptp(lm2d, axis=0).max())
+                sol = solve_pnp(lm3d, lm2d, cams.K[0, i].cpu().numpy(), guess, MAX_REPROJECTION * extent)
             if sol is None:
                 sources.append("camera head")
                 continue

@@ -10,21 +10,35 @@ from __future__ import annotations
 
 import numpy as np
 
+#: PnP is rejected (camera head kept) when its mean reprojection error exceeds this share of the
+#: landmarks' extent: a mis-detection, or a face no rigid template explains
+MAX_REPROJECTION = 0.08
+
 #: the inner 51 of the 68 landmarks: the detector's jaw contour follows the silhouette, the
 #: mesh's jaw landmarks are fixed vertices, so the contour would pull the pose sideways
 INNER = slice(17, 68)
 
 
+def reprojection_error(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, R: np.ndarray,
+                       t: np.ndarray) -> float:
+    """Mean pixel distance between ``points2d`` and the projections of ``points3d``."""
+    c = np.asarray(points3d, np.float64) @ np.asarray(R).T + np.asarray(t).reshape(3)
+    uv = c @ np.asarray(K, np.float64).T
+    return float(np.linalg.norm(uv[:, :2] / uv[:, 2:3] - points2d, axis=1).mean())
+
+
 def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
-              guess: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+              guess: tuple[np.ndarray, np.ndarray] | None = None,
+              max_error: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """One view's camera from ``(P, 3)`` head-frame points and their ``(P, 2)`` pixels, or None.
 
     Args:
         K: ``(3, 3)`` intrinsics of the pixels' image.
         guess: optional ``(R (3, 3), t (3,))`` to start from (e.g. the camera head's estimate).
+        max_error: optional largest acceptable mean reprojection error (pixels).
     Returns:
-        ``R (3, 3)``, ``t (3,)`` (OpenCV convention, metres), or None when PnP fails or puts the face
-        behind the camera.
+        ``R (3, 3)``, ``t (3,)`` (OpenCV convention, metres), or None when PnP fails, puts the face
+        behind the camera, or fits worse than ``max_error`` (landmarks that no rigid face explains).
     """
     import cv2
 
@@ -42,7 +56,10 @@ def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
         return None
     if not ok or not np.isfinite(tvec).all() or float(tvec[2, 0]) <= 0:
         return None
-    return cv2.Rodrigues(rvec)[0], tvec[:, 0]
+    R, t = cv2.Rodrigues(rvec)[0], tvec[:, 0]
+    if max_error is not None and reprojection_error(p3, p2, Kd, R, t) > max_error:
+        return None
+    return R, t
 
 
 def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

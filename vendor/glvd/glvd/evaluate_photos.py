@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .pose import INNER
+from .pose import INNER, project_points
 
 OUTER_EYE = (36, 45)
 
@@ -99,9 +99,7 @@ class DlibReference:
 
 def _project(verts: np.ndarray, cams: dict[str, np.ndarray], view: int) -> np.ndarray:
     """``(P, 3)`` head-frame points -> ``(P, 2)`` pixels of the photo."""
-    c = verts @ cams["R"][view].T + cams["t"][view]
-    uv = c @ cams["K"][view].T
-    return uv[:, :2] / uv[:, 2:3]
+    return project_points(verts, cams["K"][view], cams["R"][view], cams["t"][view])
 
 
 def draw_overlay(img: np.ndarray, result: Any, refs: dict[str, np.ndarray], path: Path, max_side: int = 512) -> None:

@@ -19,12 +19,17 @@ MAX_REPROJECTION = 0.08
 INNER = slice(17, 68)
 
 
+def project_points(points3d: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(P, 3)`` head-frame points -> ``(P, 2)`` pixels (OpenCV convention)."""
+    c = np.asarray(points3d, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64).reshape(3)
+    uv = c @ np.asarray(K, np.float64).T
+    return uv[:, :2] / uv[:, 2:3]
+
+
 def reprojection_error(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, R: np.ndarray,
                        t: np.ndarray) -> float:
     """Mean pixel distance between ``points2d`` and the projections of ``points3d``."""
-    c = np.asarray(points3d, np.float64) @ np.asarray(R).T + np.asarray(t).reshape(3)
-    uv = c @ np.asarray(K, np.float64).T
-    return float(np.linalg.norm(uv[:, :2] / uv[:, 2:3] - points2d, axis=1).mean())
+    return float(np.linalg.norm(project_points(points3d, K, R, t) - points2d, axis=1).mean())
 
 
 def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,

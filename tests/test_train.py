@@ -10,7 +10,7 @@ from runtime_fixtures import SMALL, tiny_kit
 
 from glvd.checkpoint import load_checkpoint
 from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.train import CoefficientProbe, TrainConfig, losses, perturbed_start, train
+from glvd.train import CoefficientProbe, TrainConfig, curriculum_difficulty, losses, perturbed_start, train
 
 TINY_MODEL = dataclasses.asdict(SMALL) | {"encoder_widths": list(SMALL.encoder_widths)}
 
@@ -102,3 +102,40 @@ def test_coefficient_probe_scores_in_vertex_space(tmp_path):
     assert torch.isclose(probe.loss(g, 2, torch.tensor([[1.0, 0.0]]), idx), torch.tensor(1.0))
     assert torch.isclose(probe.loss(g, 2, torch.tensor([[0.0, 1.0]]), idx), torch.tensor(0.5))
     assert probe.loss(g, 2, torch.zeros(1, 2), idx) == 0
+
+
+def test_curriculum_starts_easy_and_widens():
+    cfg = TrainConfig(curriculum=(10, 20), curriculum_from=100)
+    assert curriculum_difficulty(105, cfg) == 0.0  # still holding
+    assert curriculum_difficulty(120, cfg) == 0.5
+    assert curriculum_difficulty(1000, cfg) == 1.0
+    assert curriculum_difficulty(0, TrainConfig()) == 1.0  # off by default
+    full = SynthConfig()
+    assert full.at_difficulty(1.0) == full
+    easy = full.at_difficulty(0.0)
+    assert easy.yaw_max == 3.0 and easy.roll_max == 0.0 and easy.expression_neutral_prob == 1.0
+    assert easy.augment_config.noise_prob == 0.0 and easy.lights_max == 1
+    half = full.at_difficulty(0.5)
+    assert easy.yaw_max < half.yaw_max < full.yaw_max
+
+
+def test_curriculum_renders_easy_batches_and_resumes(tmp_path):
+    kit = tiny_kit(tmp_path)
+    cfg = dataclasses.replace(_cfg(tmp_path, kit, "a", 4, reuse=2), curriculum=(2, 4), val_every_s=0.0)
+    straight = train(cfg, log=lambda m: None)
+    train(dataclasses.replace(cfg, out=str(tmp_path / "b"), iterations=2), log=lambda m: None)
+    resumed = train(dataclasses.replace(cfg, out=str(tmp_path / "b")), log=lambda m: None)
+    a = torch.load(straight, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    last = dict(zip(header, log[-1].split(","), strict=True))
+    assert float(last["difficulty"]) == 0.5 and float(last["val_easy_mm"]) > 0
+    # the batches a resumed run renders at difficulty 0 are near-frontal, neutral faces
+    gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=32, natural_backgrounds=False).at_difficulty(0),
+                         seed=1)
+    s = gen.sample(4, 1)
+    assert (s["expression"] == 0).all()
+    yaw = torch.rad2deg(torch.atan2(s["R"][:, 0, 0, 2], s["R"][:, 0, 0, 0])).abs()
+    assert (yaw <= 3.0 + 1e-4).all(), yaw

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--path-start-prob", type=float, default=0.0,
                    help="share of starts part-way to the truth (0.75 = the recipe of the shipped checkpoint)")
     t.add_argument("--aux-weight", type=float, default=1.0, help="the training-only coefficient probe (0 = off)")
+    t.add_argument("--curriculum", type=int, nargs=2, default=(0, 0), metavar=("HOLD", "RAMP"),
+                   help="render near-frontal, evenly lit, neutral faces for HOLD iterations, then widen to the "
+                        "full distribution over RAMP iterations (default 0 0: full from the start)")
     t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
     t.add_argument("--init-from", default=None,
                    help="continue training a model checkpoint (e.g. the shipped one) with a fresh optimizer")
@@ -138,7 +141,8 @@ def _train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(out=a.out, kit=a.kit, minutes=a.minutes, iterations=a.iterations, batch=a.batch, seed=a.seed,
                       threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
                       save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from,
-                      reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight)
+                      reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight,
+                      curriculum=tuple(a.curriculum))
     path = train(cfg, log=_err)
     _err(f"model written to {path}")
     return 0

@@ -51,6 +51,10 @@ class TrainConfig:
     path_start_prob: float = 0.0  # starts part-way from the template to the truth (they leak the answer: keep 0)
     aux_weight: float = 1.0  # the coefficient probe's loss (shape signal for the encoder)
     reuse: int = 2  # iterations per rendered batch (rendering is the bottleneck on a 2-core CPU)
+    # curriculum: nuisance variation (SynthConfig.at_difficulty) held at 0 for `hold` iterations, then
+    # raised linearly to the full distribution over `ramp` iterations; (0, 0) = full from the start
+    curriculum: tuple[int, int] = (0, 0)
+    curriculum_from: int = 0  # the iteration the curriculum counts from (set when a run starts)
     lr: float = 1e-3
     lr_min: float = 5e-5
     lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
@@ -65,6 +69,15 @@ class TrainConfig:
     synth: dict = field(default_factory=dict)  # SynthConfig overrides
 
 
+def curriculum_difficulty(iteration: int, cfg: TrainConfig) -> float:
+    """The nuisance level in [0, 1] of the batch rendered for ``iteration``."""
+    hold, ramp = cfg.curriculum
+    k = iteration - cfg.curriculum_from - hold
+    if k < 0:
+        return 0.0
+    return 1.0 if ramp <= 0 else min(1.0, k / ramp)
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -77,10 +90,11 @@ class _Batches(torch.utils.data.IterableDataset):
     """Renders batch ``i`` from seed ``(seed, i)``; iteration starts where training resumes."""
 
     def __init__(self, kit: str | None, synth_cfg: dict, image_size: int, seed: int, start: int, batch: int,
-                 max_views: int, dataset_size: int = 0) -> None:
+                 max_views: int, dataset_size: int = 0, difficulty=None) -> None:
         self.kit, self.synth_cfg, self.image_size = kit, synth_cfg, image_size
         self.seed, self.start, self.batch, self.max_views = seed, start, batch, max_views
         self.dataset_size = dataset_size
+        self.difficulty = difficulty  # batch index -> nuisance level in [0, 1] (None: always 1)
 
     def __iter__(self):
         from .synth import SynthConfig, SyntheticFaces
@@ -99,9 +113,20 @@ class _Batches(torch.utils.data.IterableDataset):
                 gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s)
             else:
                 gen.gen.manual_seed(s)  # all of the generator's randomness comes from this torch.Generator
+            gen.config = cfg if self.difficulty is None else cfg.at_difficulty(self.difficulty(i))
             views = 1 + (j % self.max_views)
             yield i, gen.sample(self.batch, views)
             i += stride
+
+
+class _BatchDifficulty:
+    """Picklable map from a rendered batch's index to its curriculum difficulty (loader workers call it)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, batch_index: int) -> float:
+        return curriculum_difficulty(batch_index * self.cfg.reuse, self.cfg)
 
 
 def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, jitter: float = 1.0,
@@ -231,9 +256,17 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
 
 
 @torch.no_grad()
-def validate(model: GLVD, val: dict, steps: int = 10) -> dict[str, float]:
-    """Full descents on fixed held-out faces: error (mm, aligned) per step, true and estimated cameras."""
+def validate(model: GLVD, val: dict, steps: int = 10, easy: dict | None = None) -> dict[str, float]:
+    """Full descents on fixed held-out faces: error (mm, aligned) per step, true and estimated cameras.
+
+    ``easy``: optional held-out faces at curriculum difficulty 0, descended with the true cameras
+    (``val_easy_mm``): shows whether the model reads the face where the task is easiest.
+    """
     model.eval()
+    if easy is not None:
+        xs, _ = model.descend(model.encode(easy["images"]), Cameras(easy["K"], easy["R"], easy["t"]), steps)
+        res_easy = {"val_easy_mm": vertex_error_mm(xs[:, -1], easy["vertices"]).mean().item(),
+                    "val_easy_step0_mm": vertex_error_mm(xs[:, 0], easy["vertices"]).mean().item()}
     feats = model.encode(val["images"])
     gt = val["vertices"]
     res: dict[str, float] = {}
@@ -246,6 +279,8 @@ def validate(model: GLVD, val: dict, steps: int = 10) -> dict[str, float]:
         res[f"val_{name}_step0_mm"] = per_step[0]
         res[f"val_{name}_steps"] = per_step
     res["val_rot_deg"] = rotation_angle_deg(cams_est.R, cams_true.R).mean().item()
+    if easy is not None:
+        res.update(res_easy)
     model.train()
     return res
 
@@ -302,16 +337,20 @@ def train(cfg: TrainConfig, log=print) -> Path:
         wall = float(init["provenance"].get("wall_minutes", 0.0)) * 60
         gen.manual_seed(cfg.seed + 1 + it)
         log(f"continuing {cfg.init_from} from iteration {it} with a fresh optimizer")
+    if not resumed:
+        cfg = dataclasses.replace(cfg, curriculum_from=it, curriculum=tuple(cfg.curriculum))
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
-    val_gen = SyntheticFaces(kit_path=cfg.kit, config=SynthConfig(image_size=mcfg.image_size, **cfg.synth),
-                             seed=VAL_SEED)
-    val = val_gen.sample(cfg.val_samples, 1)
+    synth_cfg = SynthConfig(image_size=mcfg.image_size, **cfg.synth)
+    val = SyntheticFaces(kit_path=cfg.kit, config=synth_cfg, seed=VAL_SEED).sample(cfg.val_samples, 1)
+    curriculum_on = any(cfg.curriculum)
+    val_easy = (SyntheticFaces(kit_path=cfg.kit, config=synth_cfg.at_difficulty(0.0), seed=VAL_SEED)
+                .sample(cfg.val_samples, 1) if curriculum_on else None)
 
     # every rendered batch serves `reuse` iterations; saves happen between batches, so resume is exact
     batch_i = state.get("batch", it // cfg.reuse) if resumed else -(-it // cfg.reuse)
     ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, batch_i, cfg.batch, cfg.max_views,
-                  cfg.dataset_size)
+                  cfg.dataset_size, _BatchDifficulty(cfg) if curriculum_on else None)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
                                          prefetch_factor=2 if cfg.loader_workers else None,
                                          persistent_workers=False)
@@ -321,7 +360,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     writer = csv.writer(logf)
     if new_log:
         writer.writerow(["iteration", "wall_min", "lr", "loss", "vert_cm", "kp_cm", "cam", "val_true_mm",
-                         "val_est_mm", "val_step0_mm", "val_rot_deg"])
+                         "val_est_mm", "val_step0_mm", "val_rot_deg", "difficulty", "val_easy_mm",
+                         "val_easy_step0_mm"])
 
     def lr_at(i: int) -> float:
         return max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
@@ -334,6 +374,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         prov = {"trained": True, "commit": _git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
                 "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
+                "curriculum": list(cfg.curriculum), "curriculum_from": cfg.curriculum_from,
                 "device": "cpu"}
         if final_metrics:
             prov.update({k: v for k, v in final_metrics.items() if not isinstance(v, list)})
@@ -374,14 +415,19 @@ def train(cfg: TrainConfig, log=print) -> Path:
         now = time.monotonic()
         done = now - start > cfg.minutes * 60 or it >= cfg.iterations
         if now - last_val > cfg.val_every_s or done:
-            metrics = validate(model, val)
+            metrics = validate(model, val, easy=val_easy)
             last_val = now
+            diff = curriculum_difficulty(it, cfg)
             writer.writerow([it, round(wall / 60, 2), lr_at(it), running["total"], running["vert"],
                              running.get("kp", ""), running["cam"], metrics["val_true_mm"], metrics["val_est_mm"],
-                             metrics["val_true_step0_mm"], metrics["val_rot_deg"]])
+                             metrics["val_true_step0_mm"], metrics["val_rot_deg"], round(diff, 3),
+                             metrics.get("val_easy_mm", ""), metrics.get("val_easy_step0_mm", "")])
             logf.flush()
+            easy_txt = (f"; easy set {metrics['val_easy_mm']:.2f} mm (template {metrics['val_easy_step0_mm']:.2f}),"
+                        f" difficulty {diff:.2f}" if val_easy is not None else "")
             log(f"it {it}: val {metrics['val_true_mm']:.2f} mm (true cams), {metrics['val_est_mm']:.2f} mm "
-                f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg")
+                f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg"
+                + easy_txt)
         if now - last_save > cfg.save_every_s or done:
             save(metrics)
             last_save = now

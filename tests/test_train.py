@@ -132,6 +132,10 @@ def test_curriculum_renders_easy_batches_and_resumes(tmp_path):
     header = log[0].split(",")
     last = dict(zip(header, log[-1].split(","), strict=True))
     assert float(last["difficulty"]) == 0.5 and float(last["val_easy_mm"]) > 0
+    # a model continued with the same curriculum carries on with its schedule instead of starting easy again
+    cont = train(dataclasses.replace(cfg, out=str(tmp_path / "c"), iterations=6, init_from=str(straight), model={}),
+                 log=lambda m: None)
+    assert load_checkpoint(cont)[1]["curriculum_from"] == 0
     # the batches a resumed run renders at difficulty 0 are near-frontal, neutral faces
     gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=32, natural_backgrounds=False).at_difficulty(0),
                          seed=1)
@@ -139,3 +143,16 @@ def test_curriculum_renders_easy_batches_and_resumes(tmp_path):
     assert (s["expression"] == 0).all()
     yaw = torch.rad2deg(torch.atan2(s["R"][:, 0, 0, 2], s["R"][:, 0, 0, 0])).abs()
     assert (yaw <= 3.0 + 1e-4).all(), yaw
+
+
+def test_training_on_a_missing_gpu_or_rendering_there_from_workers_is_refused(tmp_path):
+    import pytest
+
+    kit = tiny_kit(tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train(dataclasses.replace(_cfg(tmp_path, kit, "g", 1), device="cuda"), log=lambda m: None)
+    with pytest.raises(ValueError, match="loader_workers=0"):
+        train(dataclasses.replace(_cfg(tmp_path, kit, "w", 1), render_device="meta", loader_workers=1),
+              log=lambda m: None)
+    assert not (tmp_path / "g").exists() and not (tmp_path / "w").exists()  # nothing written

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--workers", type=int, default=2, help="rendering processes (0: render in the training process)")
+    t.add_argument("--device", default="cpu", help="where the model trains: cpu (default) or cuda")
+    t.add_argument("--render-device", default="cpu",
+                   help="where batches are rendered: cpu (default) or cuda (needs --workers 0)")
     t.add_argument("--reuse", type=int, default=2, help="iterations per rendered batch (rendering is the bottleneck)")
     t.add_argument("--path-start-prob", type=float, default=0.0,
                    help="share of starts part-way to the truth (0.75 = the recipe of the shipped checkpoint)")
@@ -142,8 +145,12 @@ def _train(a: argparse.Namespace) -> int:
                       threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
                       save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from,
                       reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight,
-                      curriculum=tuple(a.curriculum))
-    path = train(cfg, log=_err)
+                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device)
+    try:
+        path = train(cfg, log=_err)
+    except ValueError as exc:  # a setting that cannot work (e.g. --device cuda without a GPU)
+        _err(f"error: {exc}")
+        return 2
     _err(f"model written to {path}")
     return 0
 

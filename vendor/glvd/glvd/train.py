@@ -64,6 +64,8 @@ class TrainConfig:
     val_samples: int = 32
     threads: int = 2
     loader_workers: int = 1
+    device: str = "cpu"  # where the model trains ("cuda" on a GPU machine)
+    render_device: str = "cpu"  # where batches are rendered; another device needs loader_workers=0
     init_from: str | None = None  # continue from a model checkpoint (e.g. the shipped one) with a fresh optimizer
     model: dict = field(default_factory=dict)  # ModelConfig overrides
     synth: dict = field(default_factory=dict)  # SynthConfig overrides
@@ -90,8 +92,8 @@ class _Batches(torch.utils.data.IterableDataset):
     """Renders batch ``i`` from seed ``(seed, i)``; iteration starts where training resumes."""
 
     def __init__(self, kit: str | None, synth_cfg: dict, image_size: int, seed: int, start: int, batch: int,
-                 max_views: int, dataset_size: int = 0, difficulty=None) -> None:
-        self.kit, self.synth_cfg, self.image_size = kit, synth_cfg, image_size
+                 max_views: int, dataset_size: int = 0, difficulty=None, device: str = "cpu") -> None:
+        self.kit, self.synth_cfg, self.image_size, self.device = kit, synth_cfg, image_size, device
         self.seed, self.start, self.batch, self.max_views = seed, start, batch, max_views
         self.dataset_size = dataset_size
         self.difficulty = difficulty  # batch index -> nuisance level in [0, 1] (None: always 1)
@@ -99,18 +101,19 @@ class _Batches(torch.utils.data.IterableDataset):
     def __iter__(self):
         from .synth import SynthConfig, SyntheticFaces
 
-        torch.set_num_threads(1)
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            torch.set_num_threads(1)  # one core per rendering process; in-process rendering keeps the trainer's
         cfg = SynthConfig(image_size=self.image_size, **self.synth_cfg)
         gen = None
         # several loader workers take turns (the loader reads them round-robin, so order is kept)
-        info = torch.utils.data.get_worker_info()
         stride = info.num_workers if info is not None else 1
         i = self.start + (info.id if info is not None else 0)
         while True:
             j = i % self.dataset_size if self.dataset_size else i
             s = self.seed * 1_000_003 + j
             if gen is None:
-                gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s)
+                gen = SyntheticFaces(kit_path=self.kit, config=cfg, seed=s, device=self.device)
             else:
                 gen.gen.manual_seed(s)  # all of the generator's randomness comes from this torch.Generator
             gen.config = cfg if self.difficulty is None else cfg.at_difficulty(self.difficulty(i))
@@ -141,26 +144,27 @@ def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generat
         answer in their shape, so a field trained on them learns to extrapolate its input
         instead of reading the image; training keeps them off by default.
     """
-    B = gt.shape[0]
+    B, dev = gt.shape[0], gt.device
+    # every draw comes from the CPU generator (same numbers on any device), then moves
     a = torch.rand(B, 1, 1, generator=gen)
-    a = torch.where(torch.rand(B, 1, 1, generator=gen) >= path_prob, torch.zeros_like(a), a)
+    a = torch.where(torch.rand(B, 1, 1, generator=gen) >= path_prob, torch.zeros_like(a), a).to(dev)
     x = template[None] + a * (gt - template[None])
     ang = torch.randn(B, 3, generator=gen) * math.radians(2.0) * jitter
-    Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
-    scale = 1 + 0.03 * jitter * torch.randn(B, 1, 1, generator=gen)
-    shift = torch.randn(B, 1, 3, generator=gen) * 0.003 * jitter
+    Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2]).to(dev)
+    scale = (1 + 0.03 * jitter * torch.randn(B, 1, 1, generator=gen)).to(dev)
+    shift = (torch.randn(B, 1, 3, generator=gen) * 0.003 * jitter).to(dev)
     c = x.mean(1, keepdim=True)
     x = scale * torch.einsum("bij,bnj->bni", Rj, x - c) + c + shift
     sigma = torch.rand(B, 1, 1, generator=gen) * 0.0015 * jitter
-    return x + torch.randn(x.shape, generator=gen) * sigma
+    return x + (torch.randn(x.shape, generator=gen) * sigma).to(dev)
 
 
 def jitter_cameras(cams: Cameras, gen: torch.Generator, deg: float = 2.0, rel_t: float = 0.01) -> Cameras:
     """Small errors on known cameras, as an estimate would have."""
     B, V = cams.batch, cams.views
     ang = torch.randn(B, V, 3, generator=gen) * math.radians(deg)
-    Rj = euler_to_matrix(ang[..., 0], ang[..., 1], ang[..., 2])
-    t = cams.t * (1 + rel_t * torch.randn(B, V, 3, generator=gen))
+    Rj = euler_to_matrix(ang[..., 0], ang[..., 1], ang[..., 2]).to(cams.R.device)
+    t = cams.t * (1 + rel_t * torch.randn(B, V, 3, generator=gen)).to(cams.t.device)
     return Cameras(cams.K, Rj @ cams.R, t)
 
 
@@ -231,7 +235,7 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
     kp_ids = model.keypoint_ids
-    idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
+    idx = torch.randperm(gt.shape[1], generator=gen)[:subset].to(gt.device)
     prep = model.prepare(feats)
     if bool(torch.rand((), generator=gen) < own_start_frac):
         # start where inference would be after some of its steps, so the field learns to correct its own drift
@@ -242,7 +246,7 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
                 x0, kp0 = model.step(prep, feats, cams, x0, kp0)
     else:
         x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
-        kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
+        kp0 = x0[:, kp_ids] + (torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001).to(gt.device)
     x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
     out = {"cam": loss_cam, "vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
     if model.keypoints is not None:
@@ -285,6 +289,10 @@ def validate(model: GLVD, val: dict, steps: int = 10, easy: dict | None = None) 
     return res
 
 
+def _to(sample: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in sample.items()}
+
+
 def _atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -295,6 +303,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
     """Train (or resume) into ``cfg.out``; returns the path of the exported model checkpoint."""
     from .synth import SynthConfig, SyntheticFaces
 
+    for d in (cfg.device, cfg.render_device):
+        if torch.device(d).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {d!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
+    if cfg.render_device != "cpu" and cfg.loader_workers > 0:
+        raise ValueError("rendering on another device than the CPU needs loader_workers=0 (--workers 0)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -304,7 +317,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         saved_cfg = state["train_config"]
         # the budget and output may change between resumes; the recipe may not
-        keep = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s"}
+        keep = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s",
+                "device", "render_device"}
         cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved_cfg.items() if k not in keep}),
                                   **{k: getattr(cfg, k) for k in keep})
     init = None
@@ -319,6 +333,10 @@ def train(cfg: TrainConfig, log=print) -> Path:
         warnings.simplefilter("ignore", UserWarning)
         model = GLVD(mcfg, template_from_kit(kit))
     probe = CoefficientProbe.from_kit(kit, model.encoder.global_channels) if cfg.aux_weight > 0 else None
+    device = torch.device(cfg.device)
+    model.to(device)
+    if probe is not None:
+        probe.to(device)
     params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     it, wall = 0, 0.0
@@ -338,19 +356,23 @@ def train(cfg: TrainConfig, log=print) -> Path:
         gen.manual_seed(cfg.seed + 1 + it)
         log(f"continuing {cfg.init_from} from iteration {it} with a fresh optimizer")
     if not resumed:
-        cfg = dataclasses.replace(cfg, curriculum_from=it, curriculum=tuple(cfg.curriculum))
+        start = it
+        if init is not None and list(init["provenance"].get("curriculum", [])) == list(cfg.curriculum):
+            # continuing a model trained with this same curriculum: carry on with its schedule
+            start = int(init["provenance"].get("curriculum_from", it))
+        cfg = dataclasses.replace(cfg, curriculum_from=start, curriculum=tuple(cfg.curriculum))
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     synth_cfg = SynthConfig(image_size=mcfg.image_size, **cfg.synth)
-    val = SyntheticFaces(kit_path=cfg.kit, config=synth_cfg, seed=VAL_SEED).sample(cfg.val_samples, 1)
+    val = _to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg, seed=VAL_SEED).sample(cfg.val_samples, 1), device)
     curriculum_on = any(cfg.curriculum)
-    val_easy = (SyntheticFaces(kit_path=cfg.kit, config=synth_cfg.at_difficulty(0.0), seed=VAL_SEED)
-                .sample(cfg.val_samples, 1) if curriculum_on else None)
+    val_easy = (_to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg.at_difficulty(0.0), seed=VAL_SEED)
+                    .sample(cfg.val_samples, 1), device) if curriculum_on else None)
 
     # every rendered batch serves `reuse` iterations; saves happen between batches, so resume is exact
     batch_i = state.get("batch", it // cfg.reuse) if resumed else -(-it // cfg.reuse)
     ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, batch_i, cfg.batch, cfg.max_views,
-                  cfg.dataset_size, _BatchDifficulty(cfg) if curriculum_on else None)
+                  cfg.dataset_size, _BatchDifficulty(cfg) if curriculum_on else None, cfg.render_device)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
                                          prefetch_factor=2 if cfg.loader_workers else None,
                                          persistent_workers=False)
@@ -375,7 +397,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                 "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
                 "curriculum": list(cfg.curriculum), "curriculum_from": cfg.curriculum_from,
-                "device": "cpu"}
+                "device": str(device)}
         if final_metrics:
             prov.update({k: v for k, v in final_metrics.items() if not isinstance(v, list)})
         return save_checkpoint(out / "model.pt", model, prov)
@@ -392,6 +414,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         bar = None
     for i, s in loader:
         assert i == batch_i, f"loader out of step ({i} != {batch_i})"
+        s = _to(s, device)
         batch_i += 1
         for _ in range(cfg.reuse):
             t0 = time.monotonic()

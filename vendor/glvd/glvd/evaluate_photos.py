@@ -107,13 +107,11 @@ def draw_overlay(img: np.ndarray, result: Any, refs: dict[str, np.ndarray], path
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(img).convert("RGB")
-    s = min(1.0, max_side / max(im.size))
+    # big photos shrink to max_side; tiny ones (LFW's 25 px faces) grow to it, with visible pixels
+    side = max(im.size)
+    s = max_side / side if side > max_side or side < 256 else 1.0
     if s != 1.0:
-        im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
-    else:
-        s = max_side / max(im.size) if max(im.size) < 256 else 1.0
-        if s != 1.0:
-            im = im.resize((round(im.width * s), round(im.height * s)), Image.NEAREST)
+        im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC if s < 1 else Image.NEAREST)
     d = ImageDraw.Draw(im, "RGBA")
     uv = _project(result.final, result.cameras, 0) * s
     for q in result.quads[::3]:  # every third quad keeps the wire readable

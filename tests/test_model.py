@@ -69,7 +69,7 @@ def _vertex_step_flops(tmp_path, rows):
         normals = torch.nn.functional.normalize(torch.randn_like(x), dim=-1)
         # the per-vertex head (the normals use a sparse O(F) matmul that the counter would count as dense)
         with FlopCounterMode(display=False) as fc:
-            model.vertices(prep["v"], feats, cams, x, kp, normals)
+            model.vertices(prep["v"], feats, cams, x, kp, normals, template=model.template_vertices)
     return fc.get_total_flops(), model.template.num_vertices
 
 
@@ -116,3 +116,22 @@ def test_projection_matches_pinhole():
     assert torch.allclose(depth, torch.tensor(1.0))
     assert torch.allclose(cams.centres()[0, 0], torch.tensor([0.0, 0.0, 1.0]))
     assert isinstance(cams.index_views([0]), Cameras)
+
+
+def test_an_old_model_widened_with_the_offset_input_computes_the_same(tmp_path):
+    import dataclasses
+
+    kit = tiny_kit(tmp_path)
+    old = small_model(kit, dataclasses.replace(SMALL, offset_input=False), seed=1)
+    new = small_model(kit, dataclasses.replace(SMALL, offset_input=True), seed=2)
+    with torch.no_grad():  # an untrained last layer would hide any difference
+        for m in (old, new):
+            torch.nn.init.normal_(m.vertices.l3.weight, std=0.1)
+    new.load_state_dict_widening(old.state_dict())
+    S = SMALL.image_size
+    images, cams = torch.rand(1, 1, 3, S, S), frontal_cameras(1, 1, S)
+    torch.testing.assert_close(_run(new, images, cams)[0], _run(old, images, cams)[0])
+    # and the new input is live: the vertex field's answer depends on where the vertex already is
+    with torch.no_grad():
+        new.vertices.rel.weight[:, -3:].normal_(std=1.0)
+    assert not torch.allclose(_run(new, images, cams)[0], _run(old, images, cams)[0])

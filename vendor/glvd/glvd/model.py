@@ -46,6 +46,9 @@ class ModelConfig:
     neighbours: int = 8  # M nearest keypoints per vertex
     steps: int = 10
     guidance: bool = True  # False = the plain LVD ablation (no keypoint module)
+    # the vertex field also sees how far each vertex already is from its template position, so
+    # it can stop there (without it, repeated steps kept moving the same way: drift after step 1-4)
+    offset_input: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -56,6 +59,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["encoder_widths"] = tuple(d["encoder_widths"])
+        d.setdefault("offset_input", False)  # checkpoints from before the option had no such input
         return cls(**d)
 
 
@@ -154,7 +158,8 @@ class VertexModule(nn.Module):
         self.register_buffer("neighbours", neighbour_ids, persistent=True)  # (N, M) keypoint indices
         m = neighbour_ids.shape[1]
         self.proj = nn.ModuleList(nn.Conv2d(c, H, 1, bias=False) for c in feat_channels)
-        self.rel = nn.Linear(3 * m + 9, H)
+        self.offset_input = cfg.offset_input
+        self.rel = nn.Linear(3 * m + 9 + (3 if cfg.offset_input else 0), H)
         self.global_proj = nn.Linear(global_channels, H, bias=False)
         self.vertex_embed = nn.Parameter(torch.zeros(num_vertices, H))  # a learned per-vertex bias/embedding
         self.l2 = nn.Linear(H, H)
@@ -168,13 +173,15 @@ class VertexModule(nn.Module):
                 "global": self.global_proj(feats.global_)}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
-                normals: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+                normals: torch.Tensor, idx: torch.Tensor | None = None,
+                template: torch.Tensor | None = None) -> torch.Tensor:
         """Move vertices.
 
         Args:
             x: ``(B, N, 3)`` all current vertices; normals ``(B, N, 3)``.
             kp: ``(B, K, 3)`` current keypoints.
             idx: optional ``(P,)`` subset of vertices to move (training).
+            template: ``(N, 3)`` template vertices (needed with ``offset_input``).
         Returns:
             ``(B, P, 3)`` new positions of the subset (all vertices when idx is None).
         """
@@ -194,7 +201,11 @@ class VertexModule(nn.Module):
         else:
             rel = torch.zeros(B, P, nbr.shape[1], 3, dtype=x.dtype, device=x.device)
         emb = self.vertex_embed if idx is None else self.vertex_embed[idx]
-        h = torch.relu(feat + g + self.rel(torch.cat([rel.reshape(B, P, -1), rot], -1)) + emb)
+        parts = [rel.reshape(B, P, -1), rot]
+        if self.offset_input:
+            x_t = template if idx is None else template[idx]
+            parts.append((x - x_t[None]) * IN_SCALE)  # (B,P,3) how far this vertex has already moved
+        h = torch.relu(feat + g + self.rel(torch.cat(parts, -1)) + emb)
         h = torch.relu(self.l2(h))
         return x + self.l3(h) * OUT_SCALE
 
@@ -263,6 +274,18 @@ class GLVD(nn.Module):
         self.keypoints = KeypointModule(cfg, fc, gc, len(kp_ids)) if cfg.guidance else None
         self.vertices = VertexModule(cfg, fc, gc, template.num_vertices, nbr)
 
+    def load_state_dict_widening(self, state: dict) -> None:
+        """Load weights of a model without ``offset_input`` into one with it (the new input starts at zero).
+
+        The result computes exactly what the old model did until training uses the new input.
+        """
+        state = dict(state)
+        w = state.get("vertices.rel.weight")
+        own = self.vertices.rel.weight
+        if w is not None and w.shape[1] < own.shape[1]:
+            state["vertices.rel.weight"] = torch.cat([w, w.new_zeros(w.shape[0], own.shape[1] - w.shape[1])], 1)
+        self.load_state_dict(state)
+
     def encode(self, images: torch.Tensor) -> FeatureMaps:
         """``images (B, V, 3, S, S)`` -> :class:`FeatureMaps` (one encoder pass per view)."""
         B, V = images.shape[:2]
@@ -296,7 +319,7 @@ class GLVD(nn.Module):
         if self.keypoints is not None:
             kp_t = self.template_vertices[self.keypoint_ids][None]
             kp = self.keypoints(prep["kp"], feats, cams, kp, kp_t, normals[:, self.keypoint_ids])
-        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx)
+        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx, self.template_vertices)
         if self.keypoints is None:
             # the LVD ablation has no keypoint module: its "keypoints" just follow the vertices
             kp = x_new[:, self.keypoint_ids] if idx is None else kp

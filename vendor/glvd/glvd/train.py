@@ -58,6 +58,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 5e-5
     lr_half_life_it: int = 20000  # exponential decay to lr_min (training spans several sessions)
+    warmup: int = 300  # iterations of linear lr warm-up after a fresh optimizer (a new or continued model)
+    optimizer_from: int = 0  # the iteration the optimizer was created at (set when a run starts)
     seed: int = 0
     save_every_s: float = 180.0
     val_every_s: float = 600.0
@@ -325,7 +327,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
     if not resumed and cfg.init_from:
         # a new session continues the shipped model: the run folder (state.pt) is not in git, the checkpoint is
         init = read_checkpoint(cfg.init_from)
-        cfg = dataclasses.replace(cfg, model=dict(init["config"]))
+        # the checkpoint's config; a model from before offset_input gains it (zero-initialised), unless
+        # the run's own model overrides say otherwise
+        merged = dict(init["config"])
+        merged.setdefault("offset_input", True)
+        cfg = dataclasses.replace(cfg, model=merged | dict(cfg.model))
     mcfg = ModelConfig(**cfg.model)
     kit = load_kit(cfg.kit)
     torch.manual_seed(cfg.seed)
@@ -350,7 +356,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         gen.set_state(state["generator"])
         log(f"resumed {state_path} at iteration {it} ({wall / 60:.1f} min trained)")
     elif init is not None:
-        model.load_state_dict(init["state_dict"])
+        model.load_state_dict_widening(init["state_dict"])
         it = int(init["provenance"].get("iterations", 0))
         wall = float(init["provenance"].get("wall_minutes", 0.0)) * 60
         gen.manual_seed(cfg.seed + 1 + it)
@@ -360,7 +366,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         if init is not None and list(init["provenance"].get("curriculum", [])) == list(cfg.curriculum):
             # continuing a model trained with this same curriculum: carry on with its schedule
             start = int(init["provenance"].get("curriculum_from", it))
-        cfg = dataclasses.replace(cfg, curriculum_from=start, curriculum=tuple(cfg.curriculum))
+        cfg = dataclasses.replace(cfg, curriculum_from=start, curriculum=tuple(cfg.curriculum), optimizer_from=it)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     synth_cfg = SynthConfig(image_size=mcfg.image_size, **cfg.synth)
@@ -386,7 +392,9 @@ def train(cfg: TrainConfig, log=print) -> Path:
                          "val_easy_step0_mm"])
 
     def lr_at(i: int) -> float:
-        return max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
+        # a fresh Adam on a trained model takes large first steps: the warm-up keeps them from undoing it
+        warm = min(1.0, (i - cfg.optimizer_from + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+        return warm * max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
 
     def save(final_metrics: dict | None = None) -> Path:
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict() if probe is not None else None,

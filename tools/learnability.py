@@ -6,7 +6,7 @@ difficulty (``SynthConfig.at_difficulty``: 0 = near-frontal, evenly lit, neutral
 1 = the training distribution), with the same renders count, time and seed each, and reports the
 held-out R^2 as training goes. This is the experiment behind ``glvd train --curriculum``.
 
-Usage: .venv/bin/python tools/learnability.py [--seconds 420] [--renders 4096] [--out docs/learnability.md]
+Usage: .venv/bin/python tools/learnability.py [--iterations 2400] [--renders 3072] [--out docs/learnability.md]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ SEED = 30_000_123  # disjoint from training, validation, evaluate and signal_bud
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--difficulties", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--seconds", type=float, default=420.0, help="training time per difficulty")
-    p.add_argument("--renders", type=int, default=4096, help="fixed training renders per difficulty")
+    p.add_argument("--iterations", type=int, default=2400, help="training iterations (batch 16) per difficulty")
+    p.add_argument("--renders", type=int, default=3072, help="fixed training renders per difficulty")
     p.add_argument("--kit", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None)
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
              f"A fresh encoder of the model's architecture (widths {list(mcfg.encoder_widths)}, "
              f"{mcfg.image_size} px) and a linear head regress the first 6 identity coefficients "
              f"(standardised, MSE; 1.0 = predicting the mean) on {a.renders:,} fixed renders, batch 16, "
-             f"{a.seconds:.0f} s of training each; R^2 on 256 held-out renders of the same difficulty. "
+             f"{a.iterations:,} iterations each; R^2 on 256 held-out renders of the same difficulty. "
              "Difficulty 0 = near-frontal (+-3 deg), one light, neutral expression, exact crop, no photo "
              "degradation; 1 = the training distribution (`SynthConfig()`); see `SynthConfig.at_difficulty`.", ""]
     for d in a.difficulties:
         cfg = SynthConfig(image_size=mcfg.image_size).at_difficulty(d)
         gen = SyntheticFaces(kit_path=a.kit, config=cfg, seed=SEED)
-        rows = learnability(gen, mcfg.encoder_widths, a.seconds, n_train=a.renders, n_test=256)
+        rows = learnability(gen, mcfg.encoder_widths, 0.0, n_train=a.renders, n_test=256, iterations=a.iterations)
         lines += [f"## Difficulty {d:g}", "", "| iterations | train loss | held-out R^2, identity modes 1-6 | mean |",
                   "|---|---|---|---|"]
         lines += [f"| {i} | {loss:.2f} | {', '.join(f'{v:.2f}' for v in r2)} | {sum(r2) / len(r2):.2f} |"

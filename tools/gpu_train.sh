@@ -17,11 +17,10 @@ out="${OUT:-runs/gpu_out}"
 mkdir -p "$out" runs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__)"
-init=()
-if [ -f runs/gpu/model.pt ]; then
+# INIT=path (a carried model, e.g. runs/easy/model.pt) overrides where training starts
+init=(--init-from "${INIT:-vendor/glvd/glvd/weights/glvd_face.pt}")
+if [ -z "${INIT:-}" ] && [ -f runs/gpu/model.pt ]; then
     init=(--init-from runs/gpu/model.pt)
-else
-    init=(--init-from vendor/glvd/glvd/weights/glvd_face.pt)
 fi
 rm -rf runs/gpu_run
 python3 -m glvd train --out runs/gpu_run "${init[@]}" --kit .kit/ict_facekit_light.npz \

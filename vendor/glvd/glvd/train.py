@@ -261,6 +261,16 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     return out
 
 
+def descent_errors_mm(model: GLVD, feats, cams: Cameras, gt: torch.Tensor, steps: int = 10) -> list[float]:
+    """Mean aligned face-area error (mm) over the batch after each step of a full descent (0 = the start).
+
+    Args:
+        gt: ``(B, N, 3)`` ground-truth vertices.
+    """
+    xs, _ = model.descend(feats, cams, steps)
+    return [vertex_error_mm(xs[:, i], gt).mean().item() for i in range(xs.shape[1])]
+
+
 @torch.no_grad()
 def validate(model: GLVD, val: dict, steps: int = 10, easy: dict | None = None) -> dict[str, float]:
     """Full descents on fixed held-out faces: error (mm, aligned) per step, true and estimated cameras.
@@ -269,24 +279,20 @@ def validate(model: GLVD, val: dict, steps: int = 10, easy: dict | None = None) 
     (``val_easy_mm``): shows whether the model reads the face where the task is easiest.
     """
     model.eval()
-    if easy is not None:
-        xs, _ = model.descend(model.encode(easy["images"]), Cameras(easy["K"], easy["R"], easy["t"]), steps)
-        res_easy = {"val_easy_mm": vertex_error_mm(xs[:, -1], easy["vertices"]).mean().item(),
-                    "val_easy_step0_mm": vertex_error_mm(xs[:, 0], easy["vertices"]).mean().item()}
-    feats = model.encode(val["images"])
-    gt = val["vertices"]
     res: dict[str, float] = {}
+    if easy is not None:
+        e = descent_errors_mm(model, model.encode(easy["images"]), Cameras(easy["K"], easy["R"], easy["t"]),
+                              easy["vertices"], steps)
+        res.update(val_easy_mm=e[-1], val_easy_step0_mm=e[0])
+    feats = model.encode(val["images"])
     cams_true = Cameras(val["K"], val["R"], val["t"])
     cams_est = model.estimate_cameras(feats, val["K"])
     for name, cams in (("true", cams_true), ("est", cams_est)):
-        xs, _ = model.descend(feats, cams, steps)
-        per_step = [vertex_error_mm(xs[:, i], gt).mean().item() for i in range(xs.shape[1])]
+        per_step = descent_errors_mm(model, feats, cams, val["vertices"], steps)
         res[f"val_{name}_mm"] = per_step[-1]
         res[f"val_{name}_step0_mm"] = per_step[0]
         res[f"val_{name}_steps"] = per_step
     res["val_rot_deg"] = rotation_angle_deg(cams_est.R, cams_true.R).mean().item()
-    if easy is not None:
-        res.update(res_easy)
     model.train()
     return res
 

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"| {i} | {loss:.2f} | {', '.join(f'{v:.2f}' for v in r2)} | {sum(r2) / len(r2):.2f} |"
                   for i, loss, r2 in rows]
         lines.append("")
-        print("\n".join(lines[-len(rows) - 4:]), flush=True)
+        print("\n".join(lines[-len(rows) - 5:]), flush=True)  # this difficulty's heading and table
     finish(lines, t0, a.threads, a.out, echo=a.out is None)
     return 0
 

@@ -153,3 +153,29 @@ def test_cli_passes_options_to_evaluate(capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["evaluate", "--help"])  # an option first: argparse.REMAINDER used to reject it
     assert exc.value.code == 0 and "--abs-steps" in capsys.readouterr().out
+
+
+def test_run_glvd_photo_path_uses_the_landmark_cameras(tmp_path):
+    """With detected landmarks, run_glvd also runs the runtime's photo path (PnP cameras, descent, PnP again)."""
+    from glvd.evaluate import run_glvd
+    from glvd.synth import SynthConfig, SyntheticFaces
+
+    kit = tiny_kit(tmp_path)
+    model = small_model(kit).eval()
+    s = SyntheticFaces(kit_path=str(kit), config=SynthConfig(image_size=SMALL.image_size), seed=5).sample(1, 2)
+    imgs, K, R, t = s["images"][0], s["K"][0], s["R"][0], s["t"][0]
+    # exact landmarks for view 0 (the true projection of the GT landmark vertices), none for view 1
+    lm68 = s["vertices"][0][model.template.landmarks68]
+    cam = lm68 @ R[0].T + t[0]
+    uv = (cam @ K[0].T)[:, :2] / (cam @ K[0].T)[:, 2:3]
+    out = run_glvd(model, imgs, K, R, t, 2, [uv.numpy(), None])
+    assert out["lmk"].shape == out["est"].shape and out["lmk_views"] == 1
+    assert not torch.allclose(out["lmk"], out["est"])  # other cameras, other descent
+    torch.testing.assert_close(out["R_lmk"][1], out["R_est"][1])  # no landmarks: the camera head's
+    # the returned camera is PnP of the reconstructed face's inner landmarks, as the runtime returns it
+    from glvd.pose import INNER, solve_pnp
+
+    final68 = out["lmk"][-1][model.template.landmarks68].double().numpy()
+    R_pnp, _ = solve_pnp(final68[INNER], uv.double().numpy()[INNER], K[0].double().numpy())
+    np.testing.assert_allclose(out["R_lmk"][0].double().numpy(), R_pnp, atol=1e-4)
+    assert "lmk" not in run_glvd(model, imgs, K, R, t, 2)

@@ -51,3 +51,29 @@ def test_a_fit_worse_than_max_error_is_rejected():
     assert solve_pnp(pts, scrambled, K) is not None  # without a bound PnP returns its best try
     assert solve_pnp(pts, scrambled, K, max_error=2.0) is None
     assert solve_pnp(pts, uv, K, max_error=0.01) is not None
+
+
+def test_landmark_cameras_replace_detected_views_and_keep_the_rest():
+    import torch
+
+    from glvd.cameras import Cameras
+    from glvd.pose import landmark_cameras
+
+    rng = np.random.default_rng(3)
+    face68 = rng.normal(size=(68, 3)) * [0.05, 0.06, 0.03]
+    _, _, K, R, t = _setup(25.0)
+    c = face68 @ R.T + t
+    uv = (c @ K.T)[:, :2] / c[:, 2:3]
+    head_R = torch.eye(3)[None, None].repeat(1, 2, 1, 1) * torch.tensor([1.0, -1.0, -1.0])[:, None]
+    head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None].repeat(1, 2, 1, 1), head_R,
+                   torch.tensor([[[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]]]))
+    cams, sources = landmark_cameras(head, [uv, None], face68)
+    assert sources == ["landmarks", "camera head"]
+    Rp = cams.R[0, 0].double().numpy()
+    ang = math.degrees(math.acos(np.clip((np.trace(Rp.T @ R) - 1) / 2, -1, 1)))
+    assert ang < 0.1 and np.abs(cams.t[0, 0].numpy() - t).max() < 1e-3
+    assert torch.equal(cams.R[0, 1], head.R[0, 1]) and torch.equal(cams.t[0, 1], head.t[0, 1])
+    assert torch.equal(head.R[0, 0], head_R[0, 0])  # the input cameras are not modified
+    # landmarks no rigid face explains: the camera head is kept
+    _, sources = landmark_cameras(head, [uv[rng.permutation(68)], None], face68)
+    assert sources == ["camera head", "camera head"]

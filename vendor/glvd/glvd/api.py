@@ -93,26 +93,10 @@ class Reconstructor:
         return bool(self.provenance.get("trained", False))
 
     def _landmark_cameras(self, cams: Cameras, views: list, face: np.ndarray) -> tuple[Cameras, list[str]]:
-        """Replace each view's camera by PnP of ``face``'s (N, 3) inner landmarks on the detected ones."""
-        from .pose import INNER, MAX_REPROJECTION, solve_pnp
+        """Each view's camera from PnP of ``face``'s (N, 3) landmarks on the detected ones (see glvd.pose)."""
+        from .pose import landmark_cameras
 
-        lm3d = face[self.template.landmarks68][INNER]
-        R, t = cams.R.clone(), cams.t.clone()
-        sources = []
-        for i, v in enumerate(views):
-            sol = None
-            if v.landmarks68 is not None:
-                guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
-                lm2d = v.landmarks68_crop[INNER]
-                extent = float(np.ptp(lm2d, axis=0).max())
-                sol = solve_pnp(lm3d, lm2d, cams.K[0, i].cpu().numpy(), guess, MAX_REPROJECTION * extent)
-            if sol is None:
-                sources.append("camera head")
-                continue
-            R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
-            t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
-            sources.append("landmarks")
-        return Cameras(cams.K, R, t), sources
+        return landmark_cameras(cams, [v.landmarks68_crop for v in views], face[self.template.landmarks68])
 
     @torch.inference_mode()
     def reconstruct(

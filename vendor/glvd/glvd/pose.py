@@ -92,3 +92,40 @@ def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tu
         Rs.append(np.diag([1.0, -1.0, -1.0]))
         ts.append(np.array([x, y, d]) - np.diag([1.0, -1.0, -1.0]) @ points3d.mean(0))
     return np.stack(Rs), np.stack(ts)
+
+
+def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
+    """Replace each view's camera by PnP of a face's inner landmarks on detected ones.
+
+    The photo path of the runtime (before the descent on the template, after it on the result) and
+    the evaluation's "landmark cameras" rows both go through here, so they cannot diverge.
+
+    Args:
+        cams: :class:`glvd.cameras.Cameras` of one face, batch 1: ``K (1, V, 3, 3)`` (crop pixels),
+            ``R (1, V, 3, 3)``, ``t (1, V, 3)``; views without landmarks keep these.
+        landmarks2d: per view, ``(68, 2)`` detected landmarks in the crop's pixels, or None.
+        face_landmarks68: ``(68, 3)`` the face's landmark vertices (head frame, metres).
+    Returns:
+        the new cameras and, per view, ``"landmarks"`` or ``"camera head"``.
+    """
+    import torch
+
+    from .cameras import Cameras
+
+    lm3d = np.asarray(face_landmarks68, np.float64)[INNER]
+    R, t = cams.R.clone(), cams.t.clone()
+    sources = []
+    for i, lm in enumerate(landmarks2d):
+        sol = None
+        if lm is not None:
+            guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
+            lm2d = np.asarray(lm, np.float64)[INNER]
+            extent = float(np.ptp(lm2d, axis=0).max())
+            sol = solve_pnp(lm3d, lm2d, cams.K[0, i].cpu().numpy(), guess, MAX_REPROJECTION * extent)
+        if sol is None:
+            sources.append("camera head")
+            continue
+        R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
+        t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
+        sources.append("landmarks")
+    return Cameras(cams.K, R, t), sources

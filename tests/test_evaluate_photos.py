@@ -44,3 +44,25 @@ def test_spread_ignores_pose_and_scale_but_not_shape():
     assert _spread(copies)[1] < 1e-3
     other = torch.cat([x, x + torch.randn(1, 50, 3) * 0.004])
     assert _spread(other)[1] > 1.0  # mm
+
+
+def test_identity_spread_places_photos_by_landmarks_when_a_detector_is_given(tmp_path):
+    from runtime_fixtures import small_model, tiny_kit
+
+    from glvd.evaluate_consistency import identity_spread
+
+    kit = tiny_kit(tmp_path)
+    model = small_model(kit).eval()
+    S = model.cfg.image_size
+    # a detector that always "sees" the template frontal, 0.5 m away
+    lm = model.template.vertices[model.template.landmarks68].astype(np.float64) * [1.0, -1.0, -1.0]
+    lm[:, 2] += 0.5
+    seen = lm[:, :2] / lm[:, 2:3] * (2.0 * S) + S / 2
+
+    plain = identity_spread(model, str(kit), seed=3, people=2, photos=2, steps=2)
+    none = identity_spread(model, str(kit), seed=3, people=2, photos=2, steps=2, detect=lambda img: None)
+    found = identity_spread(model, str(kit), seed=3, people=2, photos=2, steps=2, detect=lambda img: seen)
+    assert plain["placed_by_landmarks"] is None and none["placed_by_landmarks"] == 0
+    assert none["within_mm"] == plain["within_mm"] and none["between_mm"] == plain["between_mm"]
+    assert found["placed_by_landmarks"] == 4
+    assert found["within_mm"] != plain["within_mm"]

@@ -377,8 +377,6 @@ def main(argv: list[str]) -> int:
             last = [r for r in rec if r["set"] == sname and r["face"] == i and r["method"] == M_GLVD_EST]
             _say(f"{sname} face {i + 1}/{n}: GLVD " + ", ".join(f"{r['views']}v {r['v2v']:.2f} mm" for r in last)
                  + f" ({time.perf_counter() - t_start:.0f} s)")
-    if mp is not None:
-        mp.close()
     total_s = time.perf_counter() - t_start
     info = {
         "command": command, "checkpoint": str(ckpt), "provenance": prov, "ablation": a.ablation,
@@ -390,7 +388,17 @@ def main(argv: list[str]) -> int:
     }
     from .evaluate_consistency import identity_spread
 
-    info["consistency"] = identity_spread(model, a.kit, CONSISTENCY_SEED, steps=steps)
+    detect68 = None
+    if mp is not None:
+
+        def detect68(image: torch.Tensor) -> np.ndarray | None:
+            pts = mp(image)
+            return None if pts is None else mediapipe_to_68(pts[:, :2])
+
+    info["consistency"] = identity_spread(model, a.kit, CONSISTENCY_SEED, steps=steps, detect=detect68)
+    if mp is not None:
+        mp.close()
+    info["total_s"] = total_s = time.perf_counter() - t_start
     out = Path(a.out)
     plot = Path(a.plot) if a.plot else out.with_name("results_steps.png")
     plot_ok = write_plot(plot, curves, a.views)
@@ -533,8 +541,11 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         c = info["consistency"]
         w(f"- Consistency: {c['people']} people (seed {CONSISTENCY_SEED}, identity and expression fixed per person) x "
           f"{c['photos']} photos each (pose, light, background vary); each photo reconstructed alone (1 view, "
-          "estimated cameras). 'Across photos' = mean aligned v2v of a person's reconstructions to their mean; "
-          "'between people' = the same for the people's means (and for their true shapes).")
+          + ("estimated cameras" if c.get("placed_by_landmarks") is None else
+             f"the photo path: {c['placed_by_landmarks']}/{c['people'] * c['photos']} photos placed by landmark PnP, "
+             "the rest by the camera head")
+          + "). 'Across photos' = mean aligned v2v of a person's reconstructions to their mean; 'between "
+          "people' = the same for the people's means (and for their true shapes).")
     w("")
 
     sets = sorted({r["set"] for r in rec}, key=lambda s: 0 if s == "held-out" else 1)

@@ -1,15 +1,20 @@
 """Identity consistency: do several photos of one person give nearly the same shape?
 
 Each person (identity + expression fixed) is rendered from several poses, lights and
-backgrounds; every photo is reconstructed on its own (1 view, estimated cameras). The
+backgrounds; every photo is reconstructed on its own (1 view, estimated cameras: the camera
+head, or the photo path's landmark PnP when a detector is given). The
 spread of one person's reconstructions around their mean is compared with the spread of
 the people's means around the overall mean (and with the true spread between the people).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
+from .cameras import Cameras
 from .metrics import similarity_align, vertex_error_mm
 
 
@@ -22,16 +27,31 @@ def _spread(shapes: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 @torch.inference_mode()
 def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: int = 4,
-                    steps: int | None = None) -> dict[str, float]:
-    """``within_mm``, ``between_mm`` (reconstructions) and ``between_gt_mm`` (the truth)."""
+                    steps: int | None = None,
+                    detect: Callable[[torch.Tensor], np.ndarray | None] | None = None) -> dict[str, float]:
+    """``within_mm``, ``between_mm`` (reconstructions) and ``between_gt_mm`` (the truth).
+
+    ``detect``: optional ``image (3, S, S) -> (68, 2)`` crop-pixel landmarks or None; with it each photo
+    is placed as :class:`glvd.Reconstructor` places photos (landmark PnP before the descent, where found).
+    """
+    from .pose import landmark_cameras
     from .synth import SynthConfig, SyntheticFaces
 
     gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)
     s = gen.sample(people, photos)
-    means, within = [], []
+    lm_ids = model.template.landmarks68
+    means, within, placed = [], [], 0
     for p in range(people):
         feats = model.encode(s["images"][p, :, None])  # every photo on its own: (M, 1, 3, S, S)
         cams = model.estimate_cameras(feats, s["K"][p, :, None])
+        if detect is not None:
+            Rs, ts = cams.R.clone(), cams.t.clone()
+            for m in range(photos):
+                one = Cameras(cams.K[m:m + 1], cams.R[m:m + 1], cams.t[m:m + 1])
+                one, src = landmark_cameras(one, [detect(s["images"][p, m])], model.template.vertices[lm_ids])
+                Rs[m], ts[m] = one.R[0], one.t[0]
+                placed += src.count("landmarks")
+            cams = Cameras(cams.K, Rs, ts)
         xs, _ = model.descend(feats, cams, steps)
         m, w = _spread(xs[:, -1])
         means.append(m)
@@ -39,4 +59,4 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     _, between = _spread(torch.stack(means))
     _, between_gt = _spread(s["vertices"])
     return {"within_mm": sum(within) / people, "between_mm": between, "between_gt_mm": between_gt,
-            "people": people, "photos": photos}
+            "people": people, "photos": photos, "placed_by_landmarks": placed if detect is not None else None}

@@ -295,7 +295,7 @@ def main(argv: list[str]) -> int:
     curves: dict[tuple[str, int, str], list[list[float]]] = defaultdict(list)
     rot_err: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     lm_source: dict[str, int] = defaultdict(int)
-    lmk_views: dict[int, int] = defaultdict(int)  # views the photo path placed by landmarks, per view count
+    lmk_views: dict[tuple[str, int], int] = defaultdict(int)  # views the photo path placed by landmarks
     lm2d_err: list[float] = []
     mp_rows: list[dict] = []
 
@@ -345,7 +345,7 @@ def main(argv: list[str]) -> int:
                         add(M_GLVD_LMK, out["lmk"][-1], out["time_lmk"])
                         curves[(sname, V, M_GLVD_LMK)].append(per_step_v2v(out["lmk"], gt))
                         rot_err[(sname, V, M_GLVD_LMK)].append(float(rotation_angle_deg(out["R_lmk"], R).mean()))
-                        lmk_views[V] += out["lmk_views"]
+                        lmk_views[(sname, V)] += out["lmk_views"]
                     add(m_true, out["true"][-1], None)
                     curves[(sname, V, m_est)].append(per_step_v2v(out["est"], gt))
                     curves[(sname, V, m_true)].append(per_step_v2v(out["true"], gt))
@@ -604,7 +604,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
             placed = ""
             if m == M_GLVD_LMK:
                 n_views = Vm * len(rot_err[(ho, Vm, m)])
-                placed = f", {info['lmk_views'].get(Vm, 0)}/{n_views} views placed by landmarks"
+                placed = f", {info['lmk_views'].get((ho, Vm), 0)}/{n_views} views placed by landmarks"
             w(f"| multi-view cameras: median rotation error <= 5 deg ({Vm} views, {how}{placed}) | {med:.1f} deg | "
               f"{_target(med <= 5.0)} |")
             g, g_t = get(ho, Vm, m), get(ho, Vm, M_GLVD_TRUE)

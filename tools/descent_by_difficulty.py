@@ -11,8 +11,6 @@ Usage: .venv/bin/python tools/descent_by_difficulty.py CKPT [CKPT ...] [--diffic
 from __future__ import annotations
 
 import argparse
-import time
-import warnings
 
 import torch
 
@@ -20,7 +18,7 @@ from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint
 from glvd.synth import SynthConfig, SyntheticFaces
 from glvd.train import descent_errors_mm
-from report import finish, generated_by
+from report import finish, generated_by, start
 
 SEED = 30_000_777  # disjoint from training, validation, evaluate and the other tools
 
@@ -30,13 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--difficulties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     p.add_argument("--faces", type=int, default=24)
-    p.add_argument("--kit", default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore", UserWarning)
-    t0 = time.monotonic()
+    a, t0 = start(p, argv)
     models = [(c, *load_checkpoint(c)) for c in a.checkpoints]
     size = models[0][1].cfg.image_size
     lines = ["# Descent error by curriculum difficulty", "",

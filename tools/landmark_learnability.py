@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import finish, generated_by  # noqa: E402
+from report import curriculum_options, finish, generated_by, start  # noqa: E402
 
 from glvd.cameras import Cameras  # noqa: E402
 from glvd.encoder import ImageEncoder  # noqa: E402
@@ -98,16 +96,8 @@ def train_and_score(widths: tuple[int, ...], train: tuple, test: tuple, iteratio
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--difficulties", type=float, nargs="+", default=[1.0])
-    p.add_argument("--iterations", type=int, default=2400, help="training iterations (batch 16) per difficulty")
-    p.add_argument("--renders", type=int, default=3072, help="fixed training renders per difficulty")
-    p.add_argument("--kit", default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore", UserWarning)
-    t0 = time.monotonic()
+    curriculum_options(p, [1.0])
+    a, t0 = start(p, argv)
     mcfg = ModelConfig()
     lines = ["# Learnability of the 68 landmarks from the renders", "",
              generated_by("landmark_learnability.py", argv), "",

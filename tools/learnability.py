@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import finish, generated_by  # noqa: E402
+from report import curriculum_options, finish, generated_by, start  # noqa: E402
 from signal_budget import learnability  # noqa: E402
 
 from glvd.model import ModelConfig  # noqa: E402
@@ -31,16 +28,8 @@ SEED = 30_000_123  # disjoint from training, validation, evaluate and signal_bud
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--difficulties", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--iterations", type=int, default=2400, help="training iterations (batch 16) per difficulty")
-    p.add_argument("--renders", type=int, default=3072, help="fixed training renders per difficulty")
-    p.add_argument("--kit", default=None)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore", UserWarning)
-    t0 = time.monotonic()
+    curriculum_options(p, [0.0, 1.0])
+    a, t0 = start(p, argv)
     mcfg = ModelConfig()
     lines = ["# Learnability of identity from the renders", "",
              generated_by("learnability.py", argv), "",

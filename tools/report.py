@@ -1,10 +1,32 @@
-"""The frame every tools/ report shares: how it was made, how long it took, where it went."""
+"""The frame every tools/ report shares: its common options, how it was made, how long it took, where it went."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
+
+import torch
+
+
+def start(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, float]:
+    """Add the options every report has (--kit, --threads, --out), parse, set the threads; ``(args, t0)``."""
+    p.add_argument("--kit", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    warnings.simplefilter("ignore", UserWarning)
+    return a, time.monotonic()
+
+
+def curriculum_options(p: argparse.ArgumentParser, difficulties: list[float]) -> None:
+    """--difficulties, --iterations, --renders: the learnability experiments' shared options."""
+    p.add_argument("--difficulties", type=float, nargs="+", default=difficulties)
+    p.add_argument("--iterations", type=int, default=2400, help="training iterations (batch 16) per difficulty")
+    p.add_argument("--renders", type=int, default=3072, help="fixed training renders per difficulty")
 
 
 def generated_by(script: str, argv: list[str] | None) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import torch
 
@@ -28,7 +27,7 @@ from glvd.checkpoint import load_checkpoint
 from glvd.metrics import vertex_error_mm
 from glvd.synth import SynthConfig, SyntheticFaces
 from glvd.synth.morphable import sample_deformation, sample_expression, sample_identity
-from report import finish, generated_by
+from report import finish, generated_by, start
 
 SEED = 30_000_001  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluate
 
@@ -147,17 +146,11 @@ def learnability(gen: SyntheticFaces, widths: tuple[int, ...], seconds: float, n
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
-    p.add_argument("--kit", default=None)
     p.add_argument("--faces", type=int, default=64, help="rendered faces for the landmark table")
     p.add_argument("--probe", type=int, nargs=2, default=(768, 256), metavar=("TRAIN", "TEST"))
     p.add_argument("--learnability", type=float, default=0.0, metavar="SECONDS",
                    help="also train a fresh encoder on identity coefficients for this long (section 4)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.simplefilter("ignore", UserWarning)
-    t0 = time.monotonic()
+    a, t0 = start(p, argv)
     model, prov = load_checkpoint(a.checkpoint)
     size = model.cfg.image_size
     gen = SyntheticFaces(kit_path=a.kit, config=SynthConfig(image_size=size), seed=SEED)

@@ -92,12 +92,6 @@ class Reconstructor:
     def trained(self) -> bool:
         return bool(self.provenance.get("trained", False))
 
-    def _landmark_cameras(self, cams: Cameras, views: list, face: np.ndarray) -> tuple[Cameras, list[str]]:
-        """Each view's camera from PnP of ``face``'s (N, 3) landmarks on the detected ones (see glvd.pose)."""
-        from .pose import landmark_cameras
-
-        return landmark_cameras(cams, [v.landmarks68_crop for v in views], face[self.template.landmarks68])
-
     @torch.inference_mode()
     def reconstruct(
         self,
@@ -121,6 +115,7 @@ class Reconstructor:
             on_progress: called as ``on_progress(stage, message)``.
             focal_px: optional focal length in pixels per image (e.g. from EXIF); a default lens otherwise.
         """
+        from .pose import descend_with_landmark_cameras
         from .preprocess import exif_focal_px, load_image, prepare_view
 
         if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
@@ -166,8 +161,7 @@ class Reconstructor:
             sources = ["given"] * len(views)
         else:
             cams = self.model.estimate_cameras(feats, K_crop)
-            # where the detector gave 68 landmarks, PnP on the template's places the camera better
-            cams, sources = self._landmark_cameras(cams, views, self.template.vertices)
+            sources = None  # placed by landmarks below where the detector gave them
         t_enc = time.perf_counter()
 
         def _step(i: int, x: torch.Tensor) -> None:
@@ -177,10 +171,11 @@ class Reconstructor:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel)
-        if cameras is None and "landmarks" in sources:
-            # once more on the reconstructed face, whose landmarks fit the photo better than the template's
-            cams, _ = self._landmark_cameras(cams, views, xs[0, -1].cpu().numpy())
+            if sources is None:
+                xs, kps, cams, sources = descend_with_landmark_cameras(
+                    self.model, feats, cams, [v.landmarks68_crop for v in views], steps, on_step=_step, cancel=cancel)
+            else:
+                xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel)
         t_desc = time.perf_counter()
         K_image = torch.stack([v.K_image for v in views]).to(dev)
         img_cams = Cameras(K_image[None], cams.R, cams.t)

@@ -164,7 +164,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     ``R_lmk`` (PnP once more on the result, as the runtime returns them) and ``lmk_views`` (views placed
     by landmarks).
     """
-    from .pose import landmark_cameras
+    from .pose import descend_with_landmark_cameras
 
     t0 = time.perf_counter()
     feats = model.encode(images[None])
@@ -175,12 +175,8 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     xs_true, _ = model.descend(feats, Cameras(K[None], R[None], t[None]), steps)
     out = {"est": xs_est[0], "true": xs_true[0], "R_est": est.R[0], "time": t_est, "time_cam": t_cam}
     if landmarks is not None:
-        lm_ids = model.template.landmarks68
         t1 = time.perf_counter()
-        cams, sources = landmark_cameras(est, landmarks, model.template.vertices[lm_ids])
-        xs_lmk, _ = model.descend(feats, cams, steps)
-        if "landmarks" in sources:
-            cams, _ = landmark_cameras(cams, landmarks, xs_lmk[0, -1].cpu().numpy()[lm_ids])
+        xs_lmk, _, cams, sources = descend_with_landmark_cameras(model, feats, est, landmarks, steps)
         out.update(lmk=xs_lmk[0], R_lmk=cams.R[0], lmk_views=sources.count("landmarks"),
                    time_lmk=t_cam + time.perf_counter() - t1)
     return out

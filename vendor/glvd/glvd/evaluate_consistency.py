@@ -45,13 +45,12 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
         feats = model.encode(s["images"][p, :, None])  # every photo on its own: (M, 1, 3, S, S)
         cams = model.estimate_cameras(feats, s["K"][p, :, None])
         if detect is not None:
-            Rs, ts = cams.R.clone(), cams.t.clone()
-            for m in range(photos):
-                one = Cameras(cams.K[m:m + 1], cams.R[m:m + 1], cams.t[m:m + 1])
-                one, src = landmark_cameras(one, [detect(s["images"][p, m])], model.template.vertices[lm_ids])
-                Rs[m], ts[m] = one.R[0], one.t[0]
-                placed += src.count("landmarks")
-            cams = Cameras(cams.K, Rs, ts)
+            # (M, 1) cameras seen as M views of one face: PnP places each on its own either way
+            as_views = Cameras(cams.K.transpose(0, 1), cams.R.transpose(0, 1), cams.t.transpose(0, 1))
+            as_views, src = landmark_cameras(as_views, [detect(im) for im in s["images"][p]],
+                                             model.template.vertices[lm_ids])
+            cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
+            placed += src.count("landmarks")
         xs, _ = model.descend(feats, cams, steps)
         m, w = _spread(xs[:, -1])
         means.append(m)

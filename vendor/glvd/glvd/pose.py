@@ -97,8 +97,8 @@ def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tu
 def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
     """Replace each view's camera by PnP of a face's inner landmarks on detected ones.
 
-    The photo path of the runtime (before the descent on the template, after it on the result) and
-    the evaluation's "landmark cameras" rows both go through here, so they cannot diverge.
+    The photo path (:func:`descend_with_landmark_cameras`: before the descent on the template, after
+    it on the result) and the consistency evaluation go through here.
 
     Args:
         cams: :class:`glvd.cameras.Cameras` of one face, batch 1: ``K (1, V, 3, 3)`` (crop pixels),
@@ -129,3 +129,22 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
         t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
         sources.append("landmarks")
     return Cameras(cams.K, R, t), sources
+
+
+def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None, **descend_kw):
+    """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
+
+    ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
+    run this. Args: ``model`` a :class:`glvd.model.GLVD`; ``feats`` its encoding of one face;
+    ``cams`` the camera head's estimate (batch 1, see :func:`landmark_cameras`); ``landmarks2d`` per
+    view ``(68, 2)`` crop pixels or None; ``descend_kw`` passed to ``model.descend`` (on_step, cancel).
+    Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
+    reconstructed face where PnP placed a view) and, per view, where its camera came from.
+    """
+    lm_ids = model.template.landmarks68
+    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids])
+    xs, kps = model.descend(feats, cams, steps, **descend_kw)
+    if "landmarks" in sources:
+        # the reconstructed face's landmarks fit the photo better than the template's
+        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids])
+    return xs, kps, cams, sources

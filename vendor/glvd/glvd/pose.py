@@ -14,8 +14,8 @@ import numpy as np
 #: landmarks' extent: a mis-detection, or a face no rigid template explains
 MAX_REPROJECTION = 0.08
 
-#: the inner 51 of the 68 landmarks: the detector's jaw contour follows the silhouette, the
-#: mesh's jaw landmarks are fixed vertices, so the contour would pull the pose sideways
+#: the inner 51 of the 68 landmarks: the reconstruction's jaw lies 15-18% of the eye distance
+#: inside and above the detectors' (docs/jaw_offsets.md), so the jaw would pull the pose
 INNER = slice(17, 68)
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import finish, generated_by, start  # noqa: E402
@@ -27,19 +28,11 @@ from glvd.api import Reconstructor  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
 from glvd.evaluate_photos import OUTER_EYE, DlibReference, sample_photos  # noqa: E402
 from glvd.pose import project_points  # noqa: E402
+from glvd.topology import vertex_normals  # noqa: E402
 
 REGIONS = {"jaw sides (0-5, 11-16)": [*range(0, 6), *range(11, 17)], "chin (6-10)": list(range(6, 11)),
            "brows": list(range(17, 27)), "nose": list(range(27, 36)), "eyes": list(range(36, 48)),
            "mouth": list(range(48, 68))}
-
-
-def vertex_normals(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` area-weighted unit normals."""
-    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, tris[:, k], fn)
-    return n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-12)
 
 
 def jaw_bands(tpl, width: float = 0.003, reach: float = 0.03, inward: float = 0.02):
@@ -58,10 +51,10 @@ def jaw_bands(tpl, width: float = 0.003, reach: float = 0.03, inward: float = 0.
     return bands
 
 
-def marched_jaw(verts: np.ndarray, tris: np.ndarray, lm: np.ndarray, R: np.ndarray, t: np.ndarray, bands,
+def marched_jaw(verts: np.ndarray, quads: np.ndarray, lm: np.ndarray, R: np.ndarray, t: np.ndarray, bands,
                 bin_m: float = 0.002) -> np.ndarray:
     """The 68 vertex ids with each jaw point moved along its band to the contour seen from camera ``R, t``."""
-    n = vertex_normals(verts, tris)
+    n = vertex_normals(torch.as_tensor(verts)[None], torch.as_tensor(quads))[0].numpy()
     eye = -R.T @ t  # camera centre, head frame
     ids = lm.copy()
     for j, (cand, s) in enumerate(bands):
@@ -90,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     a, t0 = start(p, argv)
     rec = Reconstructor()
     tpl = rec.template
-    tris, lm = tpl.triangles(), tpl.landmarks68
+    lm = tpl.landmarks68
     bands = jaw_bands(tpl)
     dl = DlibReference()
     offsets: dict[str, list[np.ndarray]] = {"mp": [], "dlib": []}
@@ -103,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         res = rec.reconstruct(img)
         n += 1
         K, R, t = (res.cameras[k][0] for k in ("K", "R", "t"))
-        marched = project_points(res.final[marched_jaw(res.final, tris, lm, R, t, bands)], K, R, t)
+        marched = project_points(res.final[marched_jaw(res.final, tpl.quads, lm, R, t, bands)], K, R, t)
         refs = {"mp": faces[0].landmarks68}
         if dl.available:
             refs["dlib"] = dl.landmarks(img, faces[0].crop_box)[0]

@@ -2,7 +2,8 @@
 
 Shows where a model reads the face and where its descent drifts: the same held-out faces are
 rendered at each difficulty (``SynthConfig.at_difficulty``; 0 = near-frontal, one light, neutral,
-no degradation; 1 = the training distribution) and descended with the true cameras.
+no degradation; 1 = the training distribution) and descended with the true cameras. At
+difficulty 1 a second table splits the faces by the head's yaw (where a model helps and where not).
 
 Usage: .venv/bin/python tools/descent_by_difficulty.py CKPT [CKPT ...] [--difficulties 0 0.5 1]
        [--faces 24] [--out docs/curriculum.md]
@@ -17,10 +18,17 @@ import torch
 from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint
 from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.train import descent_errors_mm
+from glvd.metrics import vertex_error_mm
 from report import finish, generated_by, start
 
 SEED = 30_000_777  # disjoint from training, validation, evaluate and the other tools
+YAW_BINS = ((0, 20), (20, 45), (45, 90))
+
+
+def head_yaw_deg(R: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, 3)`` head-to-camera rotations -> ``(B,)`` |yaw| in degrees (0 = facing the camera)."""
+    forward = R[:, :, 2]  # the head's +z (out of the face) in the camera frame; facing the camera is -z
+    return torch.rad2deg(torch.atan2(forward[:, 0], -forward[:, 2])).abs()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,16 +45,28 @@ def main(argv: list[str] | None = None) -> int:
              "similarity alignment, after each step (0 = the template).", "",
              "| difficulty | checkpoint (iterations) | " + " | ".join(str(i) for i in range(11)) + " |",
              "|---|---|" + "---|" * 11]
+    by_yaw: list[str] = []
     for d in a.difficulties:
         gen = SyntheticFaces(kit_path=a.kit, config=SynthConfig(image_size=size).at_difficulty(d), seed=SEED)
         s = gen.sample(a.faces, 1)
+        yaw = head_yaw_deg(s["R"][:, 0])
         for path, model, prov in models:
             with torch.no_grad():
-                errs = descent_errors_mm(model, model.encode(s["images"]), Cameras(s["K"], s["R"], s["t"]),
-                                         s["vertices"])
+                xs, _ = model.descend(model.encode(s["images"]), Cameras(s["K"], s["R"], s["t"]))
+            per_face = torch.stack([vertex_error_mm(xs[:, i], s["vertices"]) for i in range(xs.shape[1])], 1)
+            errs = per_face.mean(0).tolist()  # (T+1,)
             best = min(range(len(errs)), key=errs.__getitem__)
             cells = [f"**{e:.2f}**" if i == best else f"{e:.2f}" for i, e in enumerate(errs)]
-            lines.append(f"| {d:g} | `{path}` ({prov.get('iterations', '?')}) | " + " | ".join(cells) + " |")
+            name = f"`{path}` ({prov.get('iterations', '?')})"
+            lines.append(f"| {d:g} | {name} | " + " | ".join(cells) + " |")
+            if d == 1.0:
+                by_yaw.append(f"| {name} | " + " | ".join(
+                    f"{per_face[k, -1].mean():.2f} vs {per_face[k, 0].mean():.2f} (n={int(k.sum())})"
+                    for k in ((yaw >= lo) & (yaw < hi) for lo, hi in YAW_BINS)) + " |")
+    if by_yaw:
+        lines += ["", "Difficulty 1 by the head's yaw from the camera: after step 10 vs the template (step 0).", "",
+                  "| checkpoint (iterations) | " + " | ".join(f"yaw {lo}-{hi} deg" for lo, hi in YAW_BINS) + " |",
+                  "|---|" + "---|" * len(YAW_BINS), *by_yaw]
     lines.append("")
     finish(lines, t0, a.threads, a.out)
     return 0

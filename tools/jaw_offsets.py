@@ -26,10 +26,11 @@ from report import finish, generated_by, start  # noqa: E402
 
 from glvd.api import Reconstructor  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import OUTER_EYE, DlibReference, sample_photos  # noqa: E402
+from glvd.evaluate_photos import OUTER_EYE, DlibReference, nme, sample_photos  # noqa: E402
 from glvd.pose import project_points  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
 
+JAW = slice(0, 17)
 REGIONS = {"jaw sides (0-5, 11-16)": [*range(0, 6), *range(11, 17)], "chin (6-10)": list(range(6, 11)),
            "brows": list(range(17, 27)), "nose": list(range(27, 36)), "eyes": list(range(36, 48)),
            "mouth": list(range(48, 68))}
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             ex = ex / d
             e = (res.landmarks2d[0] - ref) / d
             offsets[name].append(np.stack([e @ ex, e @ np.array([-ex[1], ex[0]])], 1))
-            jaw_nme[name]["fixed"].append(float(np.linalg.norm(e[:17], axis=1).mean()))
-            jaw_nme[name]["marched"].append(float(np.linalg.norm((marched[:17] - ref[:17]) / d, axis=1).mean()))
+            jaw_nme[name]["fixed"].append(nme(res.landmarks2d[0], ref, JAW))
+            jaw_nme[name]["marched"].append(nme(marched, ref, JAW))
     lines = ["# Landmark offsets on the sample photos", "", generated_by("jaw_offsets.py", argv), "",
              f"{n} photos (astronaut, grace_hopper and LFW faces where MediaPipe finds the face), the shipped "
              "model through `glvd.Reconstructor` (camera: PnP on MediaPipe's inner 51 landmarks). Median over "

@@ -57,34 +57,35 @@ def measure(model, s: dict) -> dict[str, float]:
     """Mean errors (mm) over the faces of one rendered set ``s`` (1 view)."""
     tpl = torch.as_tensor(model.template.vertices, dtype=torch.float64)
     ids = model.keypoint_ids
-    W = thin_plate_operator(tpl[ids], tpl)
     gt = s["vertices"]
-    B = gt.shape[0]
     cams = Cameras(s["K"], s["R"], s["t"])
     feats = model.encode(s["images"])
     xs, kps = model.descend(feats, cams)
-    bend = lambda kp: (tpl + W @ (kp.double() - tpl[ids])).float()  # noqa: E731
+
+    def bend(controls: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """The template bent by its ``controls`` vertex ids moving to ``moved (B, C, 3)``: ``(B, N, 3)``."""
+        W = thin_plate_operator(tpl[controls], tpl)
+        return (tpl + torch.einsum("nc,bcd->bnd", W, moved.double() - tpl[controls])).float()
+
     mm = lambda pred, truth: vertex_error_mm(pred, truth).mean().item()  # noqa: E731
 
     # the same descent with the keypoint module answering the true keypoints at every step
-    orig = model.keypoints.forward if model.keypoints is not None else None
-    if orig is not None:
+    guided = model.keypoints is not None
+    if guided:
         model.keypoints.forward = lambda *a, **k: gt[:, ids].clone()
         try:
             xs_gt_kp, _ = model.descend(feats, cams)
         finally:
-            model.keypoints.forward = orig
+            del model.keypoints.forward  # the class's forward again
     return {
         "template": mm(xs[:, 0], gt),
         "model": mm(xs[:, -1], gt),
-        "spline_own": mm(torch.stack([bend(kps[b, -1]) for b in range(B)]), gt),
-        "model_true_kp": mm(xs_gt_kp[:, -1], gt) if orig is not None else float("nan"),
+        "spline_own": mm(bend(ids, kps[:, -1]), gt),
+        "model_true_kp": mm(xs_gt_kp[:, -1], gt) if guided else float("nan"),
         "kp_template": mm(kps[:, 0], gt[:, ids]),
         "kp_model": mm(kps[:, -1], gt[:, ids]),
-        "spline_true": mm(torch.stack([bend(gt[b, ids]) for b in range(B)]), gt),
-        "spline_true68": mm(torch.stack([
-            (tpl + thin_plate_operator(tpl[ids[:68]], tpl) @ (gt[b, ids[:68]].double() - tpl[ids[:68]])).float()
-            for b in range(B)]), gt),
+        "spline_true": mm(bend(ids, gt[:, ids]), gt),
+        "spline_true68": mm(bend(ids[:68], gt[:, ids[:68]]), gt),
     }
 
 

@@ -1,30 +1,54 @@
 #!/usr/bin/env bash
-# Train GLVD on a lent GPU machine (the `device` tool's `run`), resuming what an earlier GPU run left.
+# Train GLVD on a lent GPU machine (the `device` tool's `run`), continuing a carried model.
 #
-# Prepare here, once per session (the kit is never committed; .kit/ is git-ignored):
-#   mkdir -p .kit && cp ../shared/data/ict_facekit/ict_facekit_light.npz .kit/
-# Then: run(command="bash tools/gpu_train.sh", carry=[".kit", "runs/gpu"], timeout_s=560)
-# and copy what comes back (model.pt, log.csv, train.log) into runs/gpu/ here.
+# Prepare here, once per session (the kit is never committed; .kit/ is git-ignored, runs/ too):
+#   mkdir -p .kit runs/gpu && cp ../shared/data/ict_facekit/ict_facekit_light.npz .kit/
+#   cp runs/ramp/model.pt runs/gpu/model.pt          # the model to continue
+# Then: run(command="bash tools/gpu_train.sh", carry=[".kit", "runs/gpu"], timeout_s=590)
+# and copy what comes back ($OUT/run/model.pt, log.csv, train.log) into runs/gpu/ here.
+# Rehearse here first (CPU, a few seconds of training):
+#   DEVICE=cpu MINUTES=0.3 BATCH=2 OUT=/tmp/gpu_rehearsal PYTHON=.venv/bin/python bash tools/gpu_train.sh
 #
-# That machine has its own python3 with CUDA torch (2.11), tqdm and scikit-image; the runtime
-# runs from vendor/glvd via PYTHONPATH. Rendering happens on the GPU in the training process.
-# state.pt (model + optimizer, ~30 MB) is over the 16 MB a returned file may have, so a later GPU
-# run continues from model.pt with a fresh optimizer (--init-from), like a CPU session does.
-# MINUTES (default 7) leaves time for the start, validation and the copy back inside 10 minutes.
-set -euo pipefail
+# That machine has its own python3 with CUDA torch (2.11, numpy 2), tqdm and scikit-image; the runtime
+# runs from vendor/glvd via PYTHONPATH. Rendering happens on the GPU in the training process; if that
+# fails before a model is saved, the rest of the time trains with 8 CPU rendering processes.
+# state.pt (model + optimizer) is over the 16 MB a returned file may have, so a later run continues
+# from model.pt with a fresh optimizer (--init-from); the curriculum schedule carries on when
+# CURRICULUM equals the one the model was trained with (its provenance).
+# The run folder is inside $OUT so that a checkpoint saved before a timeout still comes back.
+set -uo pipefail
 export PYTHONPATH="$PWD/vendor/glvd${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py="${PYTHON:-python3}"
+dev="${DEVICE:-cuda}"
 out="${OUT:-runs/gpu_out}"
-mkdir -p "$out" runs
+run="$out/run"
+mkdir -p "$out"
+began=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__)"
-# INIT=path (a carried model, e.g. runs/easy/model.pt) overrides where training starts
-init=(--init-from "${INIT:-vendor/glvd/glvd/weights/glvd_face.pt}")
-if [ -z "${INIT:-}" ] && [ -f runs/gpu/model.pt ]; then
-    init=(--init-from runs/gpu/model.pt)
+"$py" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__,
+'cuda', torch.cuda.is_available())"
+init="${INIT:-runs/gpu/model.pt}"
+[ -f "$init" ] || init=vendor/glvd/glvd/weights/glvd_face.pt
+echo "continuing $init"
+read -r -a curriculum <<< "${CURRICULUM:-0 20000}"
+
+train() {  # $1: render device, $2: rendering processes, $3: minutes
+    "$py" -m glvd train --out "$run" --init-from "$init" --kit .kit/ict_facekit_light.npz \
+        --device "$dev" --render-device "$1" --workers "$2" --threads 8 --batch "${BATCH:-32}" --reuse 1 \
+        --curriculum "${curriculum[@]}" --minutes "$3" --val-every "${VAL_EVERY:-120}" --save-every 60 \
+        2>&1 | tr '\r' '\n' | sed -u 's/.*\(glvd: \)/\1/' | grep --line-buffered -v '^ *[0-9]*%|' \
+        | tee -a "$out/train.log"
+}
+
+train "$dev" 0 "${MINUTES:-7}"
+if [ ! -f "$run/model.pt" ] && [ "$dev" = cuda ]; then
+    left=$(( ${MINUTES_CAP:-8} * 60 - ($(date +%s) - began) ))
+    if [ "$left" -gt 90 ]; then
+        echo "GPU rendering failed before a save: $((left - 60)) s more with CPU rendering" | tee -a "$out/train.log"
+        rm -rf "$run"
+        train cpu 8 "$(python3 -c "print(($left - 60) / 60)")"
+    fi
 fi
-rm -rf runs/gpu_run
-python3 -m glvd train --out runs/gpu_run "${init[@]}" --kit .kit/ict_facekit_light.npz \
-    --device cuda --render-device cuda --workers 0 --threads 8 --batch "${BATCH:-32}" --reuse 1 \
-    --curriculum "${HOLD:-3000}" "${RAMP:-12000}" --minutes "${MINUTES:-7}" --val-every 120 --save-every 120 \
-    2>&1 | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee "$out/train.log" || true
-cp runs/gpu_run/model.pt runs/gpu_run/log.csv "$out/" 2>/dev/null || echo "no model written: see train.log"
+[ -f "$run/model.pt" ] || { echo "no model written: see train.log"; exit 1; }
+rm -f "$run/state.pt"  # too large to come back; model.pt is what continues
+ls -la "$run"

@@ -200,7 +200,8 @@ class ResultWriter:
         obj["glvd_timings"] = timings
         if res.get("cameras") is not None:
             obj["glvd_cameras"] = json.dumps(res["cameras"])
-        # where each photo's camera came from: "landmarks", "camera head" or "given" (scene cameras)
+        # where each photo's camera came from: "landmarks", "camera head", "head rotation + landmarks"
+        # (wide yaw) or "given" (scene cameras)
         obj["glvd_camera_sources"] = [str(c) for c in res.get("camera_sources") or []]
 
     def abort(self) -> None:

@@ -77,3 +77,55 @@ def test_landmark_cameras_replace_detected_views_and_keep_the_rest():
     # landmarks no rigid face explains: the camera head is kept
     _, sources = landmark_cameras(head, [uv[rng.permutation(68)], None], face68)
     assert sources == ["camera head", "camera head"]
+
+
+def test_solve_translation_recovers_the_position_for_a_known_rotation():
+    from glvd.pose import solve_translation
+
+    pts, uv, K, R, t = _setup(60.0)
+    assert np.abs(solve_translation(pts, uv, K, R) - t).max() < 1e-9
+    # a rotation 8 degrees off still puts the face at about the right distance
+    a = math.radians(8.0)
+    off = R @ np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    assert abs(solve_translation(pts, uv, K, off)[2] - t[2]) < 0.05
+    assert solve_translation(pts, uv, K, off, max_error=0.01) is None  # worse than the bound
+
+
+def test_head_yaw_is_measured_from_facing_the_camera():
+    import torch
+
+    from glvd.cameras import head_yaw_deg
+
+    for yaw in (0.0, 30.0, -50.0, 75.0):
+        R = torch.tensor(_setup(yaw)[3])
+        assert abs(float(head_yaw_deg(R)) - abs(yaw)) < 1e-6
+
+
+def test_wide_yaw_views_keep_the_camera_head_rotation():
+    import torch
+
+    from glvd.cameras import Cameras
+    from glvd.pose import FROM_HEAD_AND_LANDMARKS, FROM_LANDMARKS, landmark_cameras, wide_yaw_views
+
+    rng = np.random.default_rng(4)
+    face68 = rng.normal(size=(68, 3)) * [0.05, 0.06, 0.03]
+    views = []
+    for yaw in (10.0, 60.0):
+        _, _, K, R, t = _setup(yaw)
+        c = face68 @ R.T + t
+        views.append(((c @ K.T)[:, :2] / c[:, 2:3], K, R, t))
+    a = math.radians(6.0)  # the head's rotation: 6 degrees off the truth
+    tilt = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    head = Cameras(torch.tensor(np.stack([v[1] for v in views]), dtype=torch.float32)[None],
+                   torch.tensor(np.stack([v[2] @ tilt for v in views]), dtype=torch.float32)[None],
+                   torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])[None])
+    assert wide_yaw_views(head) == [False, True]
+    cams, sources = landmark_cameras(head, [v[0] for v in views], face68)
+    assert sources == [FROM_LANDMARKS, FROM_HEAD_AND_LANDMARKS]
+    assert torch.equal(cams.R[0, 1], head.R[0, 1])  # the wide view keeps the head's rotation ...
+    assert abs(float(cams.t[0, 1, 2]) - views[1][3][2]) < 0.05  # ... and takes its position from the landmarks
+    R0 = cams.R[0, 0].double().numpy()  # the near-frontal one is solved by PnP
+    assert math.degrees(math.acos(np.clip((np.trace(R0.T @ views[0][2]) - 1) / 2, -1, 1))) < 0.1
+    # the caller can decide which views keep their rotation
+    _, sources = landmark_cameras(head, [v[0] for v in views], face68, keep_rotation=[False, False])
+    assert sources == [FROM_LANDMARKS, FROM_LANDMARKS]

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from glvd.cameras import Cameras
+from glvd.cameras import Cameras, head_yaw_deg
 from glvd.checkpoint import load_checkpoint
 from glvd.synth import SynthConfig, SyntheticFaces
 from glvd.metrics import vertex_error_mm
@@ -23,12 +23,6 @@ from report import finish, generated_by, start
 
 SEED = 30_000_777  # disjoint from training, validation, evaluate and the other tools
 YAW_BINS = ((0, 20), (20, 45), (45, 90))
-
-
-def head_yaw_deg(R: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, 3)`` head-to-camera rotations -> ``(B,)`` |yaw| in degrees (0 = facing the camera)."""
-    forward = R[:, :, 2]  # the head's +z (out of the face) in the camera frame; facing the camera is -z
-    return torch.rad2deg(torch.atan2(forward[:, 0], -forward[:, 2])).abs()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,8 @@ class Result:
     timings: dict[str, float]
     checkpoint: str
     trained: bool
-    camera_sources: list[str] = field(default_factory=list)  # per view: "landmarks", "camera head" or "given"
+    # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"
+    camera_sources: list[str] = field(default_factory=list)
     _template_vertices: np.ndarray = field(repr=False, default=None)
     _template_expressions: np.ndarray = field(repr=False, default=None)
 

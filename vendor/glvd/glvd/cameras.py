@@ -101,6 +101,12 @@ def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
     return Rz @ Rx @ Ry
 
 
+def head_yaw_deg(R: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` head-to-camera rotations -> ``(...)`` |yaw| in degrees (0 = facing the camera)."""
+    forward = R[..., :, 2]  # the head's +z (out of the face) in the camera frame; facing the camera is -z
+    return torch.rad2deg(torch.atan2(forward[..., 0], -forward[..., 2])).abs()
+
+
 def rotation_angle_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
     """Geodesic angle between rotations, degrees, ``(...)``."""
     tr = (Ra.transpose(-1, -2) @ Rb).diagonal(dim1=-2, dim2=-1).sum(-1)

@@ -35,6 +35,7 @@ import torch
 
 from .cameras import Cameras, rotation_angle_deg
 from .metrics import similarity_align
+from .pose import WIDE_YAW_DEG
 from .surface import Surface
 
 HELD_OUT_SEED = 20_000_000
@@ -161,10 +162,10 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     estimated-camera path (encode + camera head + descent) and of the camera estimate alone. With
     ``landmarks`` (per view ``(68, 2)`` detected crop pixels or None) also the photo path of
     :class:`glvd.Reconstructor`: ``lmk`` (descent from PnP cameras on the template's landmarks),
-    ``R_lmk`` (PnP once more on the result, as the runtime returns them) and ``lmk_views`` (views placed
-    by landmarks).
+    ``R_lmk`` (PnP once more on the result, as the runtime returns them), ``lmk_views`` (views placed
+    by landmarks) and ``wide_views`` (of those, the ones that kept the camera head's rotation).
     """
-    from .pose import descend_with_landmark_cameras
+    from .pose import FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
 
     t0 = time.perf_counter()
     feats = model.encode(images[None])
@@ -177,7 +178,8 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     if landmarks is not None:
         t1 = time.perf_counter()
         xs_lmk, _, cams, sources = descend_with_landmark_cameras(model, feats, est, landmarks, steps)
-        out.update(lmk=xs_lmk[0], R_lmk=cams.R[0], lmk_views=sources.count("landmarks"),
+        out.update(lmk=xs_lmk[0], R_lmk=cams.R[0], lmk_views=sum(s != FROM_HEAD for s in sources),
+                   wide_views=sources.count(FROM_HEAD_AND_LANDMARKS),
                    time_lmk=t_cam + time.perf_counter() - t1)
     return out
 
@@ -292,6 +294,7 @@ def main(argv: list[str]) -> int:
     rot_err: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     lm_source: dict[str, int] = defaultdict(int)
     lmk_views: dict[tuple[str, int], int] = defaultdict(int)  # views the photo path placed by landmarks
+    wide_views: dict[tuple[str, int], int] = defaultdict(int)  # of those, kept the head's rotation (wide yaw)
     lm2d_err: list[float] = []
     mp_rows: list[dict] = []
 
@@ -342,6 +345,7 @@ def main(argv: list[str]) -> int:
                         curves[(sname, V, M_GLVD_LMK)].append(per_step_v2v(out["lmk"], gt))
                         rot_err[(sname, V, M_GLVD_LMK)].append(float(rotation_angle_deg(out["R_lmk"], R).mean()))
                         lmk_views[(sname, V)] += out["lmk_views"]
+                        wide_views[(sname, V)] += out["wide_views"]
                     add(m_true, out["true"][-1], None)
                     curves[(sname, V, m_est)].append(per_step_v2v(out["est"], gt))
                     curves[(sname, V, m_true)].append(per_step_v2v(out["true"], gt))
@@ -378,6 +382,7 @@ def main(argv: list[str]) -> int:
         "command": command, "checkpoint": str(ckpt), "provenance": prov, "ablation": a.ablation,
         "ablation_provenance": abl_prov, "samples": a.samples, "views": a.views, "steps": steps, "image_size": S,
         "sets": {k: v[1] for k, v in sets.items()}, "lm_source": dict(lm_source), "lmk_views": dict(lmk_views),
+        "wide_views": dict(wide_views),
         "lm2d_err_px": float(np.mean(lm2d_err)) if lm2d_err else None, "mp_note": mp_note,
         "corr": corr, "abs": None if a.skip_slow else (a.abs_samples, a.abs_steps), "total_s": total_s,
         "threads": a.threads, "surface_points": a.surface_points or None,
@@ -527,8 +532,10 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     w("- All methods get the true intrinsics K of the crop; cameras R, t are estimated (GLVD's camera head; PnP + "
       "the fit for (b)/(c)) except in the 'true cameras' rows. 'Landmark cameras (photo path)' is what "
       "`glvd.Reconstructor` does on photos: PnP of the template's 51 inner landmarks on MediaPipe's for every "
-      "view where MediaPipe found the face (the camera head elsewhere), the descent, then PnP once more on the "
-      "result (its rotation error is of those final cameras).")
+      "view where MediaPipe found the face (the camera head elsewhere; where the camera head puts the yaw at "
+      f"{WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the rotation stays the "
+      "head's: docs/camera_budget.md), the descent, then PnP once more on the result (its rotation error is of "
+      "those final cameras).")
     if info["abs"]:
         w(f"- (c) runs on the first {info['abs'][0]} held-out faces only (per view count), {info['abs'][1]} Adam "
           "steps from the (b) fit; its time includes (b). GLVD is compared with it on the same faces.")
@@ -600,7 +607,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
             placed = ""
             if m == M_GLVD_LMK:
                 n_views = Vm * len(rot_err[(ho, Vm, m)])
-                placed = f", {info['lmk_views'].get((ho, Vm), 0)}/{n_views} views placed by landmarks"
+                placed = (f", {info['lmk_views'].get((ho, Vm), 0)}/{n_views} views placed by landmarks, "
+                          f"{info.get('wide_views', {}).get((ho, Vm), 0)} of them with the camera head's rotation "
+                          f"(yaw >= {WIDE_YAW_DEG:g} deg)")
             w(f"| multi-view cameras: median rotation error <= 5 deg ({Vm} views, {how}{placed}) | {med:.1f} deg | "
               f"{_target(med <= 5.0)} |")
             g, g_t = get(ho, Vm, m), get(ho, Vm, M_GLVD_TRUE)

@@ -34,7 +34,7 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     ``detect``: optional ``image (3, S, S) -> (68, 2)`` crop-pixel landmarks or None; with it each photo
     is placed as :class:`glvd.Reconstructor` places photos (landmark PnP before the descent, where found).
     """
-    from .pose import landmark_cameras
+    from .pose import FROM_HEAD, landmark_cameras
     from .synth import SynthConfig, SyntheticFaces
 
     gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)
@@ -50,7 +50,7 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
             as_views, src = landmark_cameras(as_views, [detect(im) for im in s["images"][p]],
                                              model.template.vertices[lm_ids])
             cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
-            placed += src.count("landmarks")
+            placed += sum(x != FROM_HEAD for x in src)
         xs, _ = model.descend(feats, cams, steps)
         m, w = _spread(xs[:, -1])
         means.append(m)

@@ -14,6 +14,14 @@ import numpy as np
 #: landmarks' extent: a mis-detection, or a face no rigid template explains
 MAX_REPROJECTION = 0.08
 
+#: where the camera head puts a view's yaw at this or more, the view keeps the head's rotation and takes
+#: only its position from the landmarks: on renders, PnP on MediaPipe's landmarks of such views is off
+#: by 18.8 deg (median) even with the true 3D face, the camera head by 9.7 (docs/camera_budget.md)
+WIDE_YAW_DEG = 45.0
+
+#: where each view's camera came from (``Reconstruction.camera_sources``)
+FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
+
 #: the inner 51 of the 68 landmarks: the reconstruction's jaw lies 15-18% of the eye distance
 #: inside and above the detectors' (docs/jaw_offsets.md), so the jaw would pull the pose
 INNER = slice(17, 68)
@@ -67,6 +75,37 @@ def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
     return R, t
 
 
+def solve_translation(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray, R: np.ndarray,
+                      max_error: float | None = None) -> np.ndarray | None:
+    """One view's translation for a fixed rotation ``R (3, 3)``: linear least squares, or None.
+
+    Each point's camera-frame position ``R X + t`` must lie on its pixel's ray ``(u, v, 1)``:
+    ``(R X + t)_x = u (R X + t)_z`` and likewise for y, two linear equations in ``t`` per point.
+    Returns ``t (3,)`` (metres), or None when the face lands behind the camera or the fit is worse
+    than ``max_error`` (mean reprojection, pixels).
+    """
+    p3 = np.asarray(points3d, np.float64) @ np.asarray(R, np.float64).T
+    p2 = np.asarray(points2d, np.float64)
+    rays = np.c_[p2, np.ones(len(p2))] @ np.linalg.inv(np.asarray(K, np.float64)).T
+    u, v = rays[:, 0], rays[:, 1]
+    one, zero = np.ones_like(u), np.zeros_like(u)
+    A = np.concatenate([np.stack([one, zero, -u], 1), np.stack([zero, one, -v], 1)])
+    b = np.concatenate([u * p3[:, 2] - p3[:, 0], v * p3[:, 2] - p3[:, 1]])
+    t = np.linalg.lstsq(A, b, rcond=None)[0]
+    if not np.isfinite(t).all() or (p3[:, 2] + t[2]).min() <= 0:
+        return None
+    if max_error is not None and reprojection_error(points3d, p2, K, R, t) > max_error:
+        return None
+    return t
+
+
+def wide_yaw_views(cams) -> list[bool]:
+    """Per view of ``cams`` (batch 1): does it put the head's yaw at :data:`WIDE_YAW_DEG` or more?"""
+    from .cameras import head_yaw_deg
+
+    return [bool(y >= WIDE_YAW_DEG) for y in head_yaw_deg(cams.R[0].float()).tolist()]
+
+
 def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Camera of each view from 3D-2D landmark pairs; a frontal camera where PnP fails.
 
@@ -94,11 +133,12 @@ def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tu
     return np.stack(Rs), np.stack(ts)
 
 
-def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
+def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotation: list[bool] | None = None):
     """Replace each view's camera by PnP of a face's inner landmarks on detected ones.
 
     The photo path (:func:`descend_with_landmark_cameras`: before the descent on the template, after
-    it on the result) and the consistency evaluation go through here.
+    it on the result) and the consistency evaluation go through here. Views in ``keep_rotation``
+    (default: :func:`wide_yaw_views` of ``cams``) keep their rotation and take only the position.
 
     Args:
         cams: :class:`glvd.cameras.Cameras` of one face, batch 1: ``K (1, V, 3, 3)`` (crop pixels),
@@ -106,13 +146,16 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
         landmarks2d: per view, ``(68, 2)`` detected landmarks in the crop's pixels, or None.
         face_landmarks68: ``(68, 3)`` the face's landmark vertices (head frame, metres).
     Returns:
-        the new cameras and, per view, ``"landmarks"`` or ``"camera head"``.
+        the new cameras and, per view, :data:`FROM_LANDMARKS`, :data:`FROM_HEAD` or
+        :data:`FROM_HEAD_AND_LANDMARKS`.
     """
     import torch
 
     from .cameras import Cameras
 
     lm3d = np.asarray(face_landmarks68, np.float64)[INNER]
+    if keep_rotation is None:
+        keep_rotation = wide_yaw_views(cams)
     R, t = cams.R.clone(), cams.t.clone()
     sources = []
     for i, lm in enumerate(landmarks2d):
@@ -120,14 +163,19 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray):
         if lm is not None:
             guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
             lm2d = np.asarray(lm, np.float64)[INNER]
-            extent = float(np.ptp(lm2d, axis=0).max())
-            sol = solve_pnp(lm3d, lm2d, cams.K[0, i].cpu().numpy(), guess, MAX_REPROJECTION * extent)
+            K = cams.K[0, i].cpu().numpy()
+            max_error = MAX_REPROJECTION * float(np.ptp(lm2d, axis=0).max())
+            if keep_rotation[i]:
+                t_only = solve_translation(lm3d, lm2d, K, guess[0], max_error)
+                sol = None if t_only is None else (guess[0], t_only)
+            else:
+                sol = solve_pnp(lm3d, lm2d, K, guess, max_error)
         if sol is None:
-            sources.append("camera head")
+            sources.append(FROM_HEAD)
             continue
         R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
         t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
-        sources.append("landmarks")
+        sources.append(FROM_HEAD_AND_LANDMARKS if keep_rotation[i] else FROM_LANDMARKS)
     return Cameras(cams.K, R, t), sources
 
 
@@ -142,9 +190,10 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
     """
     lm_ids = model.template.landmarks68
-    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids])
+    wide = wide_yaw_views(cams)  # decided once, on the camera head's estimate
+    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
     xs, kps = model.descend(feats, cams, steps, **descend_kw)
-    if "landmarks" in sources:
+    if any(s != FROM_HEAD for s in sources):
         # the reconstructed face's landmarks fit the photo better than the template's
-        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids])
+        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide)
     return xs, kps, cams, sources

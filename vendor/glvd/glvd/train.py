@@ -418,6 +418,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
     start = time.monotonic()
     last_save = last_val = start
+    waited, asked = 0.0, start  # time spent waiting for the next rendered batch (with 0 workers: rendering)
     running: dict[str, float] = {}
     metrics: dict = {}
     model.train()
@@ -427,6 +428,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     except ImportError:
         bar = None
     for i, s in loader:
+        waited += time.monotonic() - asked
         assert i == batch_i, f"loader out of step ({i} != {batch_i})"
         s = _to(s, device)
         batch_i += 1
@@ -440,6 +442,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
             ls["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # CUDA runs asynchronously: count the step where it ran
             it += 1
             wall += time.monotonic() - t0
             for k, v in ls.items():
@@ -464,12 +468,13 @@ def train(cfg: TrainConfig, log=print) -> Path:
                         f" difficulty {diff:.2f}" if val_easy is not None else "")
             log(f"it {it}: val {metrics['val_true_mm']:.2f} mm (true cams), {metrics['val_est_mm']:.2f} mm "
                 f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg"
-                + easy_txt)
+                + easy_txt + f"; waiting for data {100 * waited / max(now - start, 1e-9):.0f}% of the time")
         if now - last_save > cfg.save_every_s or done:
             save(metrics)
             last_save = now
         if done:
             break
+        asked = time.monotonic()
     if bar is not None:
         bar.close()
     logf.close()

@@ -40,7 +40,7 @@ train() {  # $1: render device, $2: rendering processes, $3: minutes
         | tee -a "$out/train.log"
 }
 
-train "$dev" 0 "${MINUTES:-7}"
+train "$dev" 0 "${MINUTES:-8}"
 if [ ! -f "$run/model.pt" ] && [ "$dev" = cuda ]; then
     left=$(( ${MINUTES_CAP:-8} * 60 - ($(date +%s) - began) ))
     if [ "$left" -gt 90 ]; then

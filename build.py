@@ -7,7 +7,10 @@ writes the manifest's ``wheels`` list, and runs Blender's own extension tool
 
 Wheels:
 - ``glvd`` built from vendor/glvd (``pip wheel --no-deps``); the checkpoint
-  (glvd/weights/*.pt) travels inside it as package data.
+  (glvd/weights/*.pt) travels inside it as package data. Its version carries a
+  fingerprint of the package's files (``0.1.0+<hash>``): Blender keeps an installed
+  wheel whose ``name-version`` it already has, so without it a reinstalled
+  extension would keep the old runtime and checkpoint.
 - unless ``--no-deps``: torch (``--torch-wheel`` or the pinned release), its
   pure-Python dependencies, pillow and opencv-python-headless for the platform;
   and, unless ``--without-mediapipe``, MediaPipe (without its declared jax,
@@ -25,6 +28,7 @@ Wheels:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import re
 import shutil
@@ -91,19 +95,43 @@ def run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def build_runtime_wheel(dest: Path) -> Path:
-    """``pip wheel --no-deps vendor/glvd`` (no build isolation: offline and fast)."""
+def runtime_fingerprint(src: Path = RUNTIME_SRC) -> str:
+    """10 hex digits hashing the runtime package's files (code, assets, checkpoint) and pyproject.toml."""
+    h = hashlib.sha256()
+    files = [src / "pyproject.toml", *sorted((src / "glvd").rglob("*"))]
+    for p in files:
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+            h.update(p.relative_to(src).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:10]
+
+
+def build_runtime_wheel(dest: Path, work: Path) -> Path:
+    """``pip wheel --no-deps`` of a copy of vendor/glvd versioned ``<version>+<fingerprint>``.
+
+    The copy in ``work`` (no build isolation: offline and fast) also keeps setuptools' build/ and
+    egg-info out of the source tree, so no stale file can ship.
+    """
     if not (RUNTIME_SRC / "pyproject.toml").is_file():
         raise BuildError(f"runtime package not found: {RUNTIME_SRC}/pyproject.toml")
-    # setuptools reuses RUNTIME_SRC/build/; a stale copy could ship deleted files.
-    shutil.rmtree(RUNTIME_SRC / "build", ignore_errors=True)
+    src = work / "runtime"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    shutil.copy2(RUNTIME_SRC / "pyproject.toml", src / "pyproject.toml")
+    shutil.copytree(RUNTIME_SRC / "glvd", src / "glvd", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    pyproject = (src / "pyproject.toml").read_text(encoding="utf-8")
+    version = tomllib.loads(pyproject)["project"]["version"]
+    local = f"{version}+{runtime_fingerprint()}"
+    pyproject, n = re.subn(r'(?m)^version\s*=\s*"[^"]*"', f'version = "{local}"', pyproject, count=1)
+    if n != 1:
+        raise BuildError(f"no version line in {RUNTIME_SRC}/pyproject.toml")
+    (src / "pyproject.toml").write_text(pyproject, encoding="utf-8")
     before = set(dest.glob("glvd-*.whl"))
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(dest), str(RUNTIME_SRC)],
+         "-w", str(dest), str(src)],
         "building the glvd wheel",
     )
-    shutil.rmtree(RUNTIME_SRC / "build", ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
     new = sorted(set(dest.glob("glvd-*.whl")) - before) or sorted(dest.glob("glvd-*.whl"))
     if not new:
         raise BuildError("pip wheel produced no glvd-*.whl")
@@ -162,7 +190,7 @@ def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | Non
     shutil.copytree(ADDON_SRC, stage_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
     wheels_dir = stage_dir / "wheels"
     wheels_dir.mkdir()
-    runtime = build_runtime_wheel(wheels_dir)
+    runtime = build_runtime_wheel(wheels_dir, build_dir)
     with zipfile.ZipFile(runtime) as zf:
         weights = [n for n in zf.namelist() if n.startswith("glvd/weights/") and n.endswith(".pt")]
     if weights:

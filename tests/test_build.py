@@ -23,6 +23,33 @@ def _tool() -> Path:
     return found[-1]
 
 
+def _build_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("glvd_build", REPO / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_runtime_fingerprint_follows_the_package_files(tmp_path: Path) -> None:
+    fingerprint = _build_module().runtime_fingerprint
+    (tmp_path / "glvd" / "weights").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text('[project]\nversion = "0.1.0"\n')
+    (tmp_path / "glvd" / "model.py").write_text("A = 1\n")
+    (tmp_path / "glvd" / "weights" / "glvd_face.pt").write_bytes(b"weights v1")
+    first = fingerprint(tmp_path)
+    assert len(first) == 10 and int(first, 16) >= 0
+    (tmp_path / "glvd" / "__pycache__").mkdir()
+    (tmp_path / "glvd" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"cache")
+    assert fingerprint(tmp_path) == first  # byte-code caches do not count
+    (tmp_path / "glvd" / "weights" / "glvd_face.pt").write_bytes(b"weights v2")
+    second = fingerprint(tmp_path)
+    assert second != first  # a new checkpoint is a new wheel version
+    (tmp_path / "glvd" / "model.py").write_text("A = 2\n")
+    assert fingerprint(tmp_path) not in (first, second)  # so is changed code
+
+
 def test_root_manifest_rules() -> None:
     m = tomllib.loads((REPO / "blender_manifest.toml").read_text())
     assert m["id"] == "glvd_face" and m["id"].isidentifier()
@@ -43,7 +70,9 @@ def test_zip_builds_validates_and_has_the_runtime(ext_zip: Path) -> None:
                 "preferences.py", "properties.py"):
         assert mod in names
     wheels = [n for n in names if n.startswith("wheels/")]
-    assert any(Path(w).name.startswith("glvd-") for w in wheels)
+    # the runtime wheel's version carries the fingerprint of its files, so Blender reinstalls a changed runtime
+    assert [w for w in wheels if Path(w).name.startswith("glvd-")] == \
+        [f"wheels/glvd-0.1.0+{_build_module().runtime_fingerprint()}-py3-none-any.whl"]
     assert not any(Path(w).name.lower().startswith("numpy") for w in wheels), "numpy must never be bundled"
     assert not any("__pycache__" in n for n in names)
     # the staged manifest lists exactly the bundled wheels

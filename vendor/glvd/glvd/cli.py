@@ -128,7 +128,7 @@ def _reconstruct(a: argparse.Namespace) -> int:
             write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "cameras": {k: v.tolist() for k, v in res.cameras.items()},
+            "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
             "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
             "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
     say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
     r.add_argument("--cameras", default=None, help="JSON file: a list of {K, R, t} per photo (OpenCV, metres)")
     r.add_argument("--all-steps", action="store_true", help="also write one file per step (name_step01.obj, ...)")
-    r.add_argument("--json", default=None, help="also write cameras, 2D landmarks and timings to this JSON file")
+    r.add_argument("--json", default=None, help="write cameras, their sources, 2D landmarks, timings to this JSON")
     r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
     r.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--path-start-prob", type=float, default=0.0,
                    help="share of starts part-way to the truth (0.75 = the recipe of the shipped checkpoint)")
     t.add_argument("--aux-weight", type=float, default=1.0, help="the training-only coefficient probe (0 = off)")
+    t.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate at iteration 0; it halves every 20,000 iterations (default 1e-3)")
     t.add_argument("--curriculum", type=int, nargs=2, default=(0, 0), metavar=("HOLD", "RAMP"),
                    help="render near-frontal, evenly lit, neutral faces for HOLD iterations, then widen to the "
                         "full distribution over RAMP iterations (default 0 0: full from the start)")
@@ -145,7 +147,7 @@ def _train(a: argparse.Namespace) -> int:
                       threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
                       save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from,
                       reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight,
-                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device)
+                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device, lr=a.lr)
     try:
         path = train(cfg, log=_err)
     except ValueError as exc:  # a setting that cannot work (e.g. --device cuda without a GPU)

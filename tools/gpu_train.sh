@@ -42,11 +42,12 @@ train() {  # $1: render device, $2: rendering processes, $3: minutes
 
 train "$dev" 0 "${MINUTES:-8}"
 if [ ! -f "$run/model.pt" ] && [ "$dev" = cuda ]; then
-    left=$(( ${MINUTES_CAP:-8} * 60 - ($(date +%s) - began) ))
+    # MINUTES_CAP (whole minutes, default 9): what the whole call may take, below the run's timeout_s
+    left=$(( ${MINUTES_CAP:-9} * 60 - ($(date +%s) - began) ))
     if [ "$left" -gt 90 ]; then
         echo "GPU rendering failed before a save: $((left - 60)) s more with CPU rendering" | tee -a "$out/train.log"
         rm -rf "$run"
-        train cpu 8 "$(python3 -c "print(($left - 60) / 60)")"
+        train cpu 8 "$("$py" -c "print(($left - 60) / 60)")"
     fi
 fi
 [ -f "$run/model.pt" ] || { echo "no model written: see train.log"; exit 1; }

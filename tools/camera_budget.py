@@ -40,7 +40,7 @@ from glvd.baselines import (  # noqa: E402
 from glvd.cameras import head_yaw_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
-from glvd.pose import INNER, descend_with_landmark_cameras, landmark_cameras, solve_pnp  # noqa: E402
+from glvd.pose import INNER, descend_with_landmark_cameras, solve_pnp  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 SEED = 30_000_999  # disjoint from training, validation, evaluate and the other tools
@@ -60,15 +60,6 @@ def face_oval_ids() -> list[int]:
     from glvd.detect import _mp
 
     return sorted({i for edge in _mp().solutions.face_mesh_connections.FACEMESH_FACE_OVAL for i in edge})
-
-
-def all_pnp_photo_path(model, feats, est, lm68: list):
-    """The photo path as it was until session 7: PnP on every view with landmarks, whatever its yaw."""
-    lm_ids = np.asarray(model.template.landmarks68)
-    never = [False] * len(lm68)
-    cams, _ = landmark_cameras(est, lm68, np.asarray(model.template.vertices)[lm_ids], never)
-    xs, _ = model.descend(feats, cams)
-    return landmark_cameras(cams, lm68, xs[0, -1].numpy()[lm_ids], never)[0]
 
 
 ROWS = (
@@ -99,16 +90,16 @@ def measure(model, s: dict, corr, use: np.ndarray, mp) -> tuple[dict[str, list],
         dense = [mp(img[v]) for v in range(VIEWS)]
         lm68 = [None if d is None else mediapipe_to_68(d[:, :2]) for d in dense]
         xs, _, cams, _ = descend_with_landmark_cameras(model, feats, est, lm68)
-        cams_all = all_pnp_photo_path(model, feats, est, lm68)
+        # the photo path as it was until session 7: PnP on every view with landmarks, whatever its yaw
+        cams_all = descend_with_landmark_cameras(model, feats, est, lm68, keep_rotation=[False] * VIEWS)[2]
         shapes = {"truth": s["vertices"][f].numpy().astype(np.float64), "template": tpl,
                   "final": xs[0, -1].numpy().astype(np.float64)}
         yaw = head_yaw_deg(R).tolist()
         for v in range(VIEWS):
             Kv, Rt = K[v].numpy(), R[v].numpy()
             guess = (est.R[0, v].numpy(), est.t[0, v].numpy())
-            found = {"head": est.R[0, v].numpy()}
-            found["photo"] = cams.R[0, v].numpy()
-            found["photo_all_pnp"] = cams_all.R[0, v].numpy()
+            found = {"head": est.R[0, v].numpy(), "photo": cams.R[0, v].numpy(),
+                     "photo_all_pnp": cams_all.R[0, v].numpy()}
             exact = s["landmarks2d"][f, v].numpy().astype(np.float64)
             for name in ("template", "final"):
                 sol = solve_pnp(shapes[name][lm_ids][INNER], exact[INNER], Kv, guess)

@@ -79,7 +79,7 @@ def main() -> None:
                 model.keypoints(prep["kp"], f, cams, kp, kp_t, normals[:, model.keypoint_ids])
 
             def v_step(prep=prep, f=f, cams=cams, x=x, kp=kp, normals=normals):
-                model.vertices(prep["v"], f, cams, x, kp, normals)
+                model.vertices(prep["v"], f, cams, x, kp, normals, None, model.template_vertices)
 
             kp_ms = _median_ms(kp_step, a.runs, sync) if model.keypoints is not None else 0.0
             v_ms = _median_ms(v_step, a.runs, sync)

@@ -203,6 +203,8 @@ class ResultWriter:
         # where each photo's camera came from: "landmarks", "camera head", "head rotation + landmarks"
         # (wide yaw) or "given" (scene cameras)
         obj["glvd_camera_sources"] = [str(c) for c in res.get("camera_sources") or []]
+        # where each photo's focal length came from: "EXIF", "camera" (scene camera) or the assumed distance
+        obj["glvd_focal_sources"] = [str(c) for c in res.get("focal_sources") or []]
 
     def abort(self) -> None:
         """Leave the scene as it was: remove what we created, restore what we updated."""

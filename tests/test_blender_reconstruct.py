@@ -176,6 +176,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     assert props["glvd_face"] and props["glvd_steps"] == 3 and props["glvd_photos"] == [str(face_photo)]
     assert props["glvd_checkpoint"] == str(checkpoint) and "blender_total_s" in props["glvd_timings"]
     assert len(props["glvd_camera_sources"]) == 1 and props["glvd_camera_sources"][0] in ("landmarks", "camera head")
+    assert list(props["glvd_focal_sources"]) == ["assumed: face 1.2 m away"]  # astronaut.png has no EXIF
 
     # every step key is the CLI's step for the same input (in Blender's frame); the last is its result
     for i, cli_v in enumerate(cli_steps, start=1):

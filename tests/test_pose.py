@@ -129,3 +129,25 @@ def test_wide_yaw_views_keep_the_camera_head_rotation():
     # the caller can decide which views keep their rotation
     _, sources = landmark_cameras(head, [v[0] for v in views], face68, keep_rotation=[False, False])
     assert sources == [FROM_LANDMARKS, FROM_LANDMARKS]
+
+
+def test_a_wide_head_rotation_that_cannot_explain_the_landmarks_gives_way_to_pnp():
+    """The camera head put a frontal face at 60 deg: no position fits the landmarks, so full PnP is used."""
+    import torch
+
+    from glvd.cameras import Cameras
+    from glvd.pose import FROM_LANDMARKS, landmark_cameras, wide_yaw_views
+
+    rng = np.random.default_rng(5)
+    face68 = rng.normal(size=(68, 3)) * [0.05, 0.06, 0.03]
+    _, _, K, R, t = _setup(5.0)  # the truth: near frontal
+    c = face68 @ R.T + t
+    uv = (c @ K.T)[:, :2] / c[:, 2:3]
+    R_head = _setup(60.0)[3]  # the head's (wrong) estimate: wide yaw
+    head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None], torch.tensor(R_head, dtype=torch.float32)[None, None],
+                   torch.tensor([[[0.0, 0.0, 0.5]]]))
+    assert wide_yaw_views(head) == [True]
+    cams, sources = landmark_cameras(head, [uv], face68)
+    assert sources == [FROM_LANDMARKS]
+    R_est = cams.R[0, 0].double().numpy()
+    assert math.degrees(math.acos(np.clip((np.trace(R_est.T @ R) - 1) / 2, -1, 1))) < 0.1

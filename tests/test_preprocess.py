@@ -13,11 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from glvd.cameras import default_intrinsics, focal_from_exif_35mm
+from glvd.cameras import CROP_SIDE_M, default_intrinsics, focal_from_exif_35mm, focal_from_face_box
 from glvd.crop import crop_intrinsics
 from glvd.errors import ImageError, NoFaceError
 from glvd.preprocess import (
     ALPHA_BACKGROUND,
+    FOCAL_ASSUMED,
+    FOCAL_EXIF,
+    FOCAL_GIVEN,
     MAX_SIDE,
     PreparedView,
     crop_square,
@@ -278,8 +281,35 @@ def test_prepare_view_contract(face: np.ndarray) -> None:
     # the crop's pixels are the photo's pixels in the box
     expect = crop_square(face, v.box, 160)
     assert np.array_equal((v.crop.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), expect)
-    # default intrinsics when no focal is given; file inputs work and name the face-less file
-    assert torch.allclose(prepare_view(face).K_image, default_intrinsics(512, 512))
+    assert v.focal_source == FOCAL_GIVEN
+    # no focal given: the one that puts the face DEFAULT_DISTANCE_M away, centred principal point
+    d = prepare_view(face)
+    assert d.focal_source == FOCAL_ASSUMED
+    assert float(d.K_image[0, 0]) == pytest.approx(focal_from_face_box(d.box[2], 512, 512))
+    assert float(d.K_image[1, 1]) == float(d.K_image[0, 0]) and d.K_image[:2, 2].tolist() == [256.0, 256.0]
+
+
+def test_focal_from_face_box() -> None:
+    # a 260-pixel crop box is CROP_SIDE_M wide at the head: the focal puts it distance_m away
+    assert focal_from_face_box(260.0, 1000, 800, distance_m=1.0) == pytest.approx(260.0 / CROP_SIDE_M)
+    assert focal_from_face_box(260.0, 1000, 800, distance_m=2.0) == pytest.approx(520.0 / CROP_SIDE_M)
+    # a tiny face in a big photo: no wider than a 24 mm-equivalent lens
+    assert focal_from_face_box(20.0, 4000, 3000) == pytest.approx(focal_from_exif_35mm(24.0, 4000, 3000))
+
+
+def test_crop_side_matches_training_crops() -> None:
+    """CROP_SIDE_M is what the synthetic crops frame: crop pixels * depth / focal, frontal views."""
+    from glvd.synth import SynthConfig, SyntheticFaces
+    from glvd.topology import default_kit_path
+
+    kit = default_kit_path()
+    if not kit.is_file():
+        pytest.skip("needs the ICT kit (../shared): the tiny kit's head is not face-sized")
+    gen = SyntheticFaces(kit_path=str(kit), config=SynthConfig(image_size=64, augment=False, yaw_max=15.0,
+                                                           pitch_max=10.0, roll_max=5.0), seed=3)
+    d = gen.sample(16, 1)
+    side_m = 64 * d["t"][:, 0, 2] / d["K"][:, 0, 0, 0]
+    assert float(side_m.median()) == pytest.approx(CROP_SIDE_M, rel=0.08)
 
 
 def test_prepare_view_from_file_uses_exif_focal(face: np.ndarray, tmp_path) -> None:
@@ -289,6 +319,7 @@ def test_prepare_view_from_file_uses_exif_focal(face: np.ndarray, tmp_path) -> N
     Image.fromarray(face).save(p, exif=exif, quality=95)
     v = prepare_view(str(p))
     assert float(v.K_image[0, 0]) == pytest.approx(50 / 36 * 512)
+    assert v.focal_source == FOCAL_EXIF
 
 
 @pytest.mark.parametrize("kind", ["noise", "gradient", "flat"])

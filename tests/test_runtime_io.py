@@ -144,6 +144,7 @@ def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
     meta = json.loads((tmp_path / "r.json").read_text())
     assert len(meta["landmarks2d"][0]) == 68
     assert meta["camera_sources"] == api.camera_sources and len(meta["camera_sources"]) == 1
+    assert meta["focal_sources"] == api.focal_sources and len(meta["focal_sources"]) == 1
     glb = tmp_path / "face.glb"
     assert _cli("reconstruct", str(photo), "-o", str(glb), "--steps", "2", "--checkpoint", str(ckpt),
                 "-q").returncode == 0

@@ -56,6 +56,7 @@ class Result:
     trained: bool
     # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"
     camera_sources: list[str] = field(default_factory=list)
+    focal_sources: list[str] = field(default_factory=list)  # per view: "given", "EXIF", "camera" or the assumption
     _template_vertices: np.ndarray = field(repr=False, default=None)
     _template_expressions: np.ndarray = field(repr=False, default=None)
 
@@ -114,10 +115,11 @@ class Reconstructor:
             on_step: called as ``on_step(i, vertices (N, 3) float32)`` after step i (1-based).
             cancel: anything with ``is_set()``; checked between steps (raises :class:`glvd.Cancelled`).
             on_progress: called as ``on_progress(stage, message)``.
-            focal_px: optional focal length in pixels per image (e.g. from EXIF); a default lens otherwise.
+            focal_px: optional focal length in pixels per image; else the file's EXIF focal length, else
+                the focal that puts the face 1.2 m away (:func:`glvd.cameras.focal_from_face_box`).
         """
         from .pose import descend_with_landmark_cameras
-        from .preprocess import exif_focal_px, load_image, prepare_view
+        from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, exif_focal_px, load_image, prepare_view
 
         if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
             images = [images]
@@ -130,18 +132,20 @@ class Reconstructor:
             raise GLVDError(f"{len(cameras)} cameras were given for {len(images)} photos")
         progress = on_progress or (lambda stage, msg: None)
         t0 = time.perf_counter()
-        views = []
+        views, focal_sources = [], []
         for i, src in enumerate(images):
             name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {i + 1}"
             progress("load", f"loading {os.path.basename(name)}")
             img = load_image(src)
             f = focal_px[i] if focal_px is not None else None
+            source = FOCAL_GIVEN
             if f is None and isinstance(src, (str, os.PathLike)):
-                f = exif_focal_px(src)
+                f, source = exif_focal_px(src), FOCAL_EXIF
             if cameras is not None:
-                f = float(np.asarray(cameras[i]["K"])[0, 0])
+                f, source = float(np.asarray(cameras[i]["K"])[0, 0]), "camera"
             progress("detect", f"finding the face in {os.path.basename(name)}")
             views.append(prepare_view(img, size=self.image_size, focal_px=f, name=name))
+            focal_sources.append(source if f is not None else views[-1].focal_source)
             if cancel is not None and cancel.is_set():
                 from .errors import Cancelled
                 raise Cancelled("reconstruction cancelled")
@@ -199,6 +203,7 @@ class Reconstructor:
             checkpoint=self.checkpoint_path,
             trained=self.trained,
             camera_sources=sources,
+            focal_sources=focal_sources,
             _template_vertices=tpl.vertices,
             _template_expressions=tpl.expressions,
         )

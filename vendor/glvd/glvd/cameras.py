@@ -119,6 +119,31 @@ def default_intrinsics(width: int, height: int, focal_ratio: float = 1.2) -> tor
     return torch.tensor([[f, 0.0, width * 0.5], [0.0, f, height * 0.5], [0.0, 0.0, 1.0]])
 
 
+#: side, in metres at the head centre's distance, of the square crop that training frames around a
+#: face (synthetic frontal views: crop pixels * depth / focal, median; tests/test_preprocess.py checks it)
+CROP_SIDE_M = 0.26
+#: camera-to-head distance assumed for a photo without a focal length (no EXIF): on held-out LFW faces
+#: the landmark error falls steeply up to about 1 m and is flat beyond (docs/focal_prior.md); 1.2 m is
+#: inside the training renders' 0.35-1.6 m
+DEFAULT_DISTANCE_M = 1.2
+#: the widest lens ever assumed, as a 35 mm-equivalent focal length (phones' main cameras: 24-28 mm)
+WIDEST_LENS_35MM = 24.0
+
+
+def focal_from_face_box(side_px: float, width: int, height: int, distance_m: float = DEFAULT_DISTANCE_M) -> float:
+    """Focal length in pixels for a photo without one: the face is assumed ``distance_m`` from the camera.
+
+    ``side_px``: the side of the face's crop box (framed like training crops) in the photo's pixels.
+    A fixed lens (the old default, 1.2 x the longer side) is wrong for crops and portraits: cropping
+    shrinks the image but not the focal length in pixels, so a cropped face looked as if seen from
+    30 cm and its jaw projected 15% of the eye distance too narrow (docs/focal_prior.md). Never wider
+    than :data:`WIDEST_LENS_35MM` (a tiny face in a big group photo is far away, not seen through a
+    fisheye).
+    """
+    f = float(distance_m) * float(side_px) / CROP_SIDE_M
+    return max(f, focal_from_exif_35mm(WIDEST_LENS_35MM, width, height))
+
+
 def focal_from_exif_35mm(f35: float, width: int, height: int) -> float:
     """Focal length in pixels from a 35 mm-equivalent focal length (36 mm frame width on the longer side)."""
     return f35 / 36.0 * max(width, height)

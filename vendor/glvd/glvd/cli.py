@@ -131,6 +131,7 @@ def _reconstruct(a: argparse.Namespace) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps({
             "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
+            "focal_sources": res.focal_sources,
             "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
             "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
     say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")

@@ -159,7 +159,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
     R, t = cams.R.clone(), cams.t.clone()
     sources = []
     for i, lm in enumerate(landmarks2d):
-        sol = None
+        sol, kept = None, False
         if lm is not None:
             guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
             lm2d = np.asarray(lm, np.float64)[INNER]
@@ -167,15 +167,18 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
             max_error = MAX_REPROJECTION * float(np.ptp(lm2d, axis=0).max())
             if keep_rotation[i]:
                 t_only = solve_translation(lm3d, lm2d, K, guess[0], max_error)
+                kept = t_only is not None
                 sol = None if t_only is None else (guess[0], t_only)
-            else:
+            if sol is None:
+                # also when the head's rotation cannot explain the landmarks (no position fits them):
+                # then that rotation is the wrong one (seen on a frontal LFW face the head put at 50 deg)
                 sol = solve_pnp(lm3d, lm2d, K, guess, max_error)
         if sol is None:
             sources.append(FROM_HEAD)
             continue
         R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
         t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
-        sources.append(FROM_HEAD_AND_LANDMARKS if keep_rotation[i] else FROM_LANDMARKS)
+        sources.append(FROM_HEAD_AND_LANDMARKS if kept else FROM_LANDMARKS)
     return Cameras(cams.K, R, t), sources
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .cameras import default_intrinsics, focal_from_exif_35mm
+from .cameras import DEFAULT_DISTANCE_M, focal_from_exif_35mm, focal_from_face_box
 from .crop import crop_intrinsics
 from .errors import ImageError, NoFaceError
 
@@ -278,6 +278,11 @@ def exif_focal_px(path: str | os.PathLike, size: tuple[int, int] | None = None) 
 # --------------------------------------------------------------------------- crop
 
 
+#: where a view's focal length came from (``PreparedView.focal_source``, ``Result.focal_sources``)
+FOCAL_GIVEN, FOCAL_EXIF = "given", "EXIF"
+FOCAL_ASSUMED = f"assumed: face {DEFAULT_DISTANCE_M:g} m away"
+
+
 @dataclass
 class PreparedView:
     """One photo, ready for the network.
@@ -298,6 +303,7 @@ class PreparedView:
     faces_found: int
     name: str = ""
     landmarks_dense: np.ndarray | None = field(default=None, repr=False)  # MediaPipe's 468, image px
+    focal_source: str = ""  # FOCAL_GIVEN, FOCAL_EXIF or FOCAL_ASSUMED
 
     @property
     def size(self) -> int:
@@ -375,18 +381,20 @@ def prepare_view(
     """Detect the face in ``img`` and crop it the way training crops were made.
 
     ``focal_px``: the full image's focal length in pixels (e.g. from
-    :func:`exif_focal_px`); default :func:`glvd.cameras.default_intrinsics`.
+    :func:`exif_focal_px`); default: the image's EXIF focal length, else the focal
+    that puts the face 1.2 m from the camera (:func:`glvd.cameras.focal_from_face_box`).
     ``face_index``: which face, faces ordered by size, largest first (default 0).
     ``detector``: "auto" (MediaPipe if installed, else OpenCV Haar), "mediapipe" or "haar".
     Raises :class:`glvd.errors.NoFaceError` when there is no face.
     """
     from . import detect
 
+    focal_source = FOCAL_GIVEN
     if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8):
         loaded = load_image_info(img)
         img = loaded.rgb
         if focal_px is None and loaded.focal_px is not None:
-            focal_px = loaded.focal_px
+            focal_px, focal_source = loaded.focal_px, FOCAL_EXIF
         if name == "photo.jpg" and isinstance(loaded.name, str) and not loaded.name.startswith("<"):
             name = os.path.basename(loaded.name)
     faces = detect.detect_faces(img, backend=detector)
@@ -398,9 +406,10 @@ def prepare_view(
     face = faces[idx]
     cx, cy, side = face.crop_box
     h, w = img.shape[:2]
-    K_image = default_intrinsics(w, h).float()
-    if focal_px is not None:
-        K_image[0, 0] = K_image[1, 1] = float(focal_px)
+    if focal_px is None:
+        focal_px, focal_source = focal_from_face_box(side, w, h), FOCAL_ASSUMED
+    f = float(focal_px)
+    K_image = torch.tensor([[f, 0.0, w * 0.5], [0.0, f, h * 0.5], [0.0, 0.0, 1.0]])
     K_crop = crop_intrinsics(K_image, torch.tensor(cx), torch.tensor(cy), torch.tensor(side), size).float()
     crop8 = crop_square(img, (cx, cy, side), size)
     crop = torch.from_numpy(crop8).permute(2, 0, 1).float().div_(255.0).contiguous()
@@ -415,4 +424,5 @@ def prepare_view(
         faces_found=len(faces),
         name=name,
         landmarks_dense=face.landmarks_dense,
+        focal_source=focal_source,
     )

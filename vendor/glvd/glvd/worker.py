@@ -185,7 +185,8 @@ class Worker:
                   expressions=expr, expression_names=res.expression_names, cameras=cams,
                   texture_png=texture_png, texture_error=texture_error,
                   landmarks2d=encode_array(res.landmarks2d.astype(np.float32)), checkpoint=res.checkpoint,
-                  trained=res.trained, timings=res.timings, camera_sources=res.camera_sources)
+                  trained=res.trained, timings=res.timings, camera_sources=res.camera_sources,
+                  focal_sources=res.focal_sources)
 
     def _bake(self, rid: Any, res, images: list[str], req: dict) -> tuple[str | None, str | None]:
         """Bake the photos into a UV texture; a failure here still delivers the mesh."""

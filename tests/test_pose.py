@@ -136,7 +136,7 @@ def test_a_wide_head_rotation_that_cannot_explain_the_landmarks_gives_way_to_pnp
     import torch
 
     from glvd.cameras import Cameras
-    from glvd.pose import FROM_LANDMARKS, landmark_cameras, wide_yaw_views
+    from glvd.pose import FROM_HEAD, FROM_LANDMARKS, landmark_cameras, wide_yaw_views
 
     rng = np.random.default_rng(5)
     face68 = rng.normal(size=(68, 3)) * [0.05, 0.06, 0.03]
@@ -151,3 +151,14 @@ def test_a_wide_head_rotation_that_cannot_explain_the_landmarks_gives_way_to_pnp
     assert sources == [FROM_LANDMARKS]
     R_est = cams.R[0, 0].double().numpy()
     assert math.degrees(math.acos(np.clip((np.trace(R_est.T @ R) - 1) / 2, -1, 1))) < 0.1
+    # but where PnP finds the view wide as well, the head's rotation stays (PnP is the worse there)
+    _, _, K, R, t = _setup(50.0)
+    c = face68 @ R.T + t
+    uv = (c @ K.T)[:, :2] / c[:, 2:3]
+    a = math.radians(35.0)  # the head turned the truth 35 deg about the face's axis: same yaw, no position fits
+    roll = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None], torch.tensor(R @ roll, dtype=torch.float32)[None, None],
+                   torch.tensor([[[0.0, 0.0, 0.5]]]))
+    assert wide_yaw_views(head) == [True]
+    cams, sources = landmark_cameras(head, [uv], face68)
+    assert sources == [FROM_HEAD] and torch.equal(cams.R, head.R)

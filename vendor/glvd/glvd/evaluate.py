@@ -403,6 +403,7 @@ def main(argv: list[str]) -> int:
     if mp is not None:
         mp.close()
     info["total_s"] = total_s = time.perf_counter() - t_start
+    info["load_avg"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out = Path(a.out)
     plot = Path(a.plot) if a.plot else out.with_name("results_steps.png")
     plot_ok = write_plot(plot, curves, a.views)
@@ -481,8 +482,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "do not edit by hand, re-run the command.")
     w("")
     w(f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores ({info['threads']} torch threads), "
-      f"torch {torch.__version__}, {platform.system()}; evaluation wall time {info['total_s'] / 60:.1f} min "
-      "(while a training run shared the CPU, so times are pessimistic).")
+      f"torch {torch.__version__}, {platform.system()}; evaluation wall time {info['total_s'] / 60:.1f} min"
+      + (f"; 1-minute load average at the end {info['load_avg']:.2f} (above the torch threads: other "
+         "work shared the CPU and the times are pessimistic)." if info.get("load_avg") is not None else "."))
     w("")
     if not prov.get("trained", False):
         w("> **The checkpoint is UNTRAINED (random weights).** Every GLVD number below is meaningless.")

@@ -19,6 +19,11 @@ MAX_REPROJECTION = 0.08
 #: by 18.8 deg (median) even with the true 3D face, the camera head by 9.7 (docs/camera_budget.md)
 WIDE_YAW_DEG = 45.0
 
+#: a wide-yaw view whose landmarks no position with the head's rotation fits takes full PnP instead
+#: when PnP puts it below this yaw: then the head's rotation is the wrong one (a frontal LFW face it
+#: put at 50 deg); nearer the wide range, PnP on MediaPipe's landmarks is the worse of the two
+RESCUE_MAX_YAW_DEG = 25.0
+
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
 
@@ -99,6 +104,14 @@ def solve_translation(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
     return t
 
 
+def _yaw_deg(R: np.ndarray) -> float:
+    import torch
+
+    from .cameras import head_yaw_deg
+
+    return float(head_yaw_deg(torch.as_tensor(np.asarray(R, np.float64))))
+
+
 def wide_yaw_views(cams) -> list[bool]:
     """Per view of ``cams`` (batch 1): does it put the head's yaw at :data:`WIDE_YAW_DEG` or more?"""
     from .cameras import head_yaw_deg
@@ -170,9 +183,9 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
                 kept = t_only is not None
                 sol = None if t_only is None else (guess[0], t_only)
             if sol is None:
-                # also when the head's rotation cannot explain the landmarks (no position fits them):
-                # then that rotation is the wrong one (seen on a frontal LFW face the head put at 50 deg)
                 sol = solve_pnp(lm3d, lm2d, K, guess, max_error)
+                if keep_rotation[i] and sol is not None and _yaw_deg(sol[0]) >= RESCUE_MAX_YAW_DEG:
+                    sol = None  # PnP agrees the view is wide, where its rotation is the worse of the two
         if sol is None:
             sources.append(FROM_HEAD)
             continue

@@ -36,3 +36,35 @@ def test_rotation_error_vector_is_in_the_head_frame():
     R_est = R_true @ Rotation.from_rotvec([6.0, 0.0, 0.0], degrees=True).as_matrix()
     assert np.allclose(rotation_error_vector(R_est, R_true), [6.0, 0.0, 0.0], atol=1e-9)
     assert np.allclose(rotation_error_vector(R_true, R_true), 0.0, atol=1e-9)
+
+
+def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
+    """tools/finetune_heads.py: frozen features cached once; the field modules' loss on them falls."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    from runtime_fixtures import small_model, tiny_kit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from finetune_heads import build_cache, step_loss
+
+    model = small_model(tiny_kit(tmp_path))
+    cache = build_cache(model, str(tiny_kit(tmp_path)), faces=8, chunk=4, max_views=2, seed=3, log=lambda m: None)
+    assert len(cache) == 2 and all(c["kp_map"].shape[0] == 4 * c["views"] for c in cache)
+    enc_before = [p.clone() for p in model.encoder.parameters()]
+    params = [*model.keypoints.mlp.parameters(), *model.vertices.l2.parameters(), *model.vertices.l3.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    model.train()
+
+    def loss() -> float:
+        return float(step_loss(model, cache[0], torch.Generator().manual_seed(0), 64, 1.0, 0.0, 0.1)["total"])
+
+    first = loss()
+    for i in range(40):
+        out = step_loss(model, cache[0], torch.Generator().manual_seed(i), 64, 1.0, 0.0, 0.1)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+    assert loss() < 0.8 * first
+    assert all(torch.equal(a, b) for a, b in zip(enc_before, model.encoder.parameters(), strict=True))

@@ -1,0 +1,143 @@
+"""Fine-tune the keypoint and vertex modules on cached encoder features (the encoder frozen).
+
+On this 2-core CPU a training iteration is mostly rendering and the encoder. With the encoder,
+the camera head and the feature projections frozen, their outputs for a fixed set of renders can
+be computed once and the two field modules trained on them for many more iterations than full
+training affords; the loss is `glvd.train.losses`' (one descent step from a perturbed template or
+from the model's own state after k steps; true-but-jittered or estimated cameras).
+
+Usage: .venv/bin/python tools/finetune_heads.py --checkpoint CKPT --out runs/heads/model.pt
+           [--faces 2000] [--minutes 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report import start  # noqa: E402
+
+from glvd.cameras import Cameras  # noqa: E402
+from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from glvd.encoder import FeatureMaps  # noqa: E402
+from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd.train import VAL_SEED, jitter_cameras, perturbed_start, shape_error_cm, validate  # noqa: E402
+
+CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
+
+
+@torch.no_grad()
+def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, seed: int, log) -> list[dict]:
+    """Chunks of ``chunk`` faces with 1..max_views views: frozen features, cameras and the truth."""
+    gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)
+    rng = random.Random(seed)
+    out, t0 = [], time.monotonic()
+    for c in range(math.ceil(faces / chunk)):
+        V = rng.randint(1, max_views)
+        s = gen.sample(chunk, V)
+        feats = model.encode(s["images"])
+        R_p, t_p, _ = model.camera_head(feats, s["K"])
+        prep = model.prepare(feats)
+        out.append({"views": V, "kp_map": prep["kp"]["map"].clone(), "kp_global": prep["kp"]["global"].clone(),
+                     "v_map": prep["v"]["map"].clone(), "v_global": prep["v"]["global"].clone(),
+                     "K": s["K"], "R": s["R"], "t": s["t"], "R_p": R_p, "t_p": t_p, "gt": s["vertices"]})
+        if (c + 1) % 25 == 0:
+            log(f"cached {(c + 1) * chunk} faces ({time.monotonic() - t0:.0f} s)")
+    return out
+
+
+def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
+              absolute_weight: float) -> dict:
+    """`glvd.train.losses` without the camera and probe terms, on one cached chunk."""
+    B, V = c["gt"].shape[0], c["views"]
+    feats = FeatureMaps(maps=[], global_=c["v_global"], batch=B, views=V, size=model.cfg.image_size)
+    prep = {"kp": {"map": c["kp_map"], "global": c["kp_global"]},
+            "v": {"map": c["v_map"], "global": c["v_global"], "embed_t": model.vertices.vertex_embed.t()}}
+    cams = Cameras(c["K"], c["R"], c["t"])
+    use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
+    cams = jitter_cameras(cams, gen) if use_true else Cameras(c["K"], c["R_p"], c["t_p"])
+    gt, kp_ids = c["gt"], model.keypoint_ids
+    idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
+    if bool(torch.rand((), generator=gen) < own_start_frac):
+        k = int(torch.randint(1, max(2, model.cfg.steps), (), generator=gen))
+        with torch.no_grad():
+            x0, kp0 = model.initial_state(B)
+            for _ in range(k):
+                x0, kp0 = model.step(prep, feats, cams, x0, kp0)
+    else:
+        x0 = perturbed_start(model.template_vertices, gt, gen, 1.0, 0.0)
+        kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
+    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
+    out = {"vert": shape_error_cm(x1, gt[:, idx], absolute_weight), "kp": shape_error_cm(kp1, gt[:, kp_ids],
+                                                                                         absolute_weight)}
+    out["total"] = out["vert"] + out["kp"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--faces", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=40.0)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--subset", type=int, default=2048)
+    p.add_argument("--val-every", type=int, default=500)
+    a, t0 = start(p, argv)
+    assert a.out, "--out is required"
+    torch.manual_seed(0)
+    model, prov = load_checkpoint(a.checkpoint, torch.device("cpu"))
+    model.train()
+    trainable = [*model.keypoints.mlp.parameters(), model.keypoints.embed, *model.vertices.rel.parameters(),
+                 *model.vertices.l2.parameters(), *model.vertices.l3.parameters(), model.vertices.vertex_embed]
+    for q in model.parameters():
+        q.requires_grad_(False)
+    for q in trainable:
+        q.requires_grad_(True)
+    cache = build_cache(model, a.kit, a.faces, 8, 3, CACHE_SEED, print)
+    val_gen = SyntheticFaces(kit_path=a.kit, config=SynthConfig(image_size=model.cfg.image_size), seed=VAL_SEED)
+    val = val_gen.sample(32, 1)  # glvd train's validation faces
+    base = validate(model, val)
+    print(f"start: val {base['val_true_mm']:.3f} mm (true cams), {base['val_est_mm']:.3f} (estimated); "
+          f"steps {' '.join(f'{e:.3f}' for e in base['val_true_steps'])}", flush=True)
+    opt = torch.optim.Adam(trainable, lr=a.lr)
+    gen = torch.Generator().manual_seed(1)
+    best, it, t_train = base["val_true_mm"], 0, time.monotonic()
+    run = {"vert": 0.0, "kp": 0.0, "n": 0}
+    while time.monotonic() - t_train < a.minutes * 60:
+        c = cache[int(torch.randint(len(cache), (), generator=gen))]
+        out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1)
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        opt.step()
+        it += 1
+        for k in ("vert", "kp"):
+            run[k] += float(out[k])
+        run["n"] += 1
+        if it % a.val_every == 0:
+            v = validate(model, val)
+            print(f"it {it}: loss vert {run['vert'] / run['n']:.4f} kp {run['kp'] / run['n']:.4f} cm; val "
+                  f"{v['val_true_mm']:.3f} mm (true), {v['val_est_mm']:.3f} (est); steps "
+                  f"{' '.join(f'{e:.3f}' for e in v['val_true_steps'])} ({(time.monotonic() - t0) / 60:.1f} min)",
+                  flush=True)
+            run = {"vert": 0.0, "kp": 0.0, "n": 0}
+            if v["val_true_mm"] < best:
+                best = v["val_true_mm"]
+                save_checkpoint(a.out, model.eval(), {**{k: prov.get(k) for k in ("trained", "iterations",
+                                                                                 "batch", "max_views", "seed")},
+                                                      "finetuned_heads": {"from": a.checkpoint, "iterations": it,
+                                                                          "faces": a.faces, "lr": a.lr},
+                                                      "val_true_mm": v["val_true_mm"], "val_est_mm": v["val_est_mm"]})
+                model.train()
+    print(f"done: {it} iterations, best val {best:.3f} mm (start {base['val_true_mm']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,6 +57,7 @@ def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
     opt = torch.optim.Adam(params, lr=3e-3)
     model.train()
 
+    @torch.no_grad()
     def loss() -> float:
         return float(step_loss(model, cache[0], torch.Generator().manual_seed(0), 64, 1.0, 0.0, 0.1)["total"])
 

@@ -32,6 +32,7 @@ class Request:
     cameras: list[dict] | None = None
     expressions: bool = False
     texture: int | None = None  # bake the photos into a square UV texture of this size (None: no texture)
+    lens_35mm: float | None = None  # lens of photos without EXIF focal length (None: the runtime's assumption)
 
     def message(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Request:
             "cameras": self.cameras,
             "expressions": bool(self.expressions),
             "texture": int(self.texture) if self.texture else None,
+            "lens_35mm": float(self.lens_35mm) if self.lens_35mm else None,
         }
 
 

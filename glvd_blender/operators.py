@@ -10,7 +10,7 @@ from typing import Any
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import engine, frames, inputs, material, mesh_writer, preferences
 from .engine import WorkerError
@@ -41,6 +41,7 @@ class Options:
     use_cameras: bool
     checkpoint: str | None
     texture: int | None = None  # texture size, None: no texture
+    lens_35mm: float | None = None  # lens of photos without EXIF focal length, None: the runtime's assumption
 
 
 def worker_for(prefs: preferences.Prefs) -> engine.Worker:
@@ -236,6 +237,9 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
     animate: BoolProperty(name="Animate Steps", default=False, options={"SKIP_SAVE"})
     frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250, options={"SKIP_SAVE"})
     use_cameras: BoolProperty(name="Use Scene Cameras", default=True, options={"SKIP_SAVE"})
+    lens_35mm: FloatProperty(name="Lens (35 mm equiv.)", default=0.0, min=0.0, max=1200.0, options={"SKIP_SAVE"},
+                             description="Lens of photos without an EXIF focal length (mm, 35 mm equivalent); "
+                             "0: assume the face 1.2 m away")
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
                                description="Checkpoint override (default: preferences, else the shipped one)")
     texture: BoolProperty(name="Bake Texture", default=True, options={"SKIP_SAVE"},
@@ -274,6 +278,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             frames_per_step=pick("frames_per_step", s.frames_per_step),
             use_cameras=pick("use_cameras", s.use_cameras), checkpoint=ckpt or None,
             texture=int(pick("texture_size", s.texture_size)) if pick("texture", s.texture) else None,
+            lens_35mm=float(pick("lens_35mm", s.lens_35mm)) or None,
         )
 
     def _prepare(self, context: bpy.types.Context) -> None:
@@ -293,7 +298,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
         self._writer = ResultWriter(context, opts, photos, target)
         cams = inputs.cameras_for(photos, context.scene, self._writer.obj_matrix()) if opts.use_cameras else None
         req = Request(images=photos.paths, steps=opts.steps, device=opts.device, checkpoint=opts.checkpoint,
-                      cameras=cams, expressions=opts.expressions, texture=opts.texture)
+                      cameras=cams, expressions=opts.expressions, texture=opts.texture, lens_35mm=opts.lens_35mm)
         self._opts = opts
         self._t0 = time.monotonic()
         try:

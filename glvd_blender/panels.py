@@ -61,6 +61,7 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         col.prop(s, "texture")
         if s.texture:
             col.prop(s, "texture_size")
+        col.prop(s, "lens_35mm")
         col.prop(s, "use_cameras")
         col.prop(s, "animate_steps")
         if s.animate_steps:

@@ -67,6 +67,10 @@ class GLVD_PG_settings(bpy.types.PropertyGroup):
     animate_steps: BoolProperty(name="Animate Steps", default=False,
                                 description="Keyframe the step keys so playback shows the descent")
     frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250)
+    lens_35mm: FloatProperty(
+        name="Lens (35 mm equiv.)", default=0.0, min=0.0, max=1200.0, precision=0, unit="CAMERA",
+        description="Lens of photos whose file has no focal length (EXIF), as a 35 mm-equivalent focal "
+        "length: 26 for most phones' main camera. 0: assume the face was 1.2 m from the camera")
     use_cameras: BoolProperty(
         name="Use Scene Cameras", default=True,
         description="When every photo has a camera (set on the photo, or a camera whose background "

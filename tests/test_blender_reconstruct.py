@@ -318,10 +318,12 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         s.texture = True
         item.image.pack()
         os.rename(os.path.join(FOLDER, "фото лица.png"), os.path.join(FOLDER, "moved away.png"))
+        s.lens_35mm = 26.0  # the panel's lens for photos without EXIF (a phone's main camera)
         r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
                                                            expressions=False))
         r["on_materials"] = [m.name for m in bpy.context.active_object.data.materials]
-        s.texture = False
+        r["lens_focal_sources"] = list(bpy.context.active_object["glvd_focal_sources"])
+        s.texture, s.lens_35mm = False, 0.0
         # a scene camera whose background image is the photo is sent instead of estimating one
         import math
         cam = bpy.data.objects["Camera"]
@@ -331,6 +333,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
                                                                 expressions=False, use_cameras=True))
         r["camera_sent"] = json.loads(bpy.context.active_object["glvd_cameras"])[0]
         r["camera_sources"] = list(bpy.context.active_object["glvd_camera_sources"])
+        r["camera_focal_sources"] = list(bpy.context.active_object["glvd_focal_sources"])
         # a loaded image added from Blender's own list
         r["add_image"] = sorted(bpy.ops.glvd.photo_add_image(image=item.image.name))
         r["n_photos"] = len(s.photos)
@@ -357,6 +360,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
     np.testing.assert_allclose(cam["R"], np.diag([1.0, -1.0, -1.0]), atol=1e-6)
     np.testing.assert_allclose(cam["t"], [0.0, 0.0, 0.8], atol=1e-6)
     assert res["camera_sources"] == ["given"]  # the scene camera was used, not estimated
+    assert res["camera_focal_sources"] == ["camera"] and res["lens_focal_sources"] == ["lens 26 mm"]
     np.testing.assert_allclose(cam["K"][0][0], 50.0 / 36.0 * 512, rtol=1e-5)  # 50 mm lens, 36 mm sensor, 512 px
     assert res["add_image"] == ["FINISHED"] and res["n_photos"] == 2
     assert res["after_remove"] == 1 and res["after_clear"] == 0

@@ -178,6 +178,12 @@ def fake(tmp_path: Path):
         w.kill()
 
 
+def test_request_message_carries_the_lens() -> None:
+    msg = jobmod.Request(images=["a.png"], lens_35mm=26).message()
+    assert msg["lens_35mm"] == 26.0 and msg["cmd"] == "reconstruct"
+    assert jobmod.Request(images=["a.png"]).message()["lens_35mm"] is None  # the runtime's assumption
+
+
 def _job(worker: object, steps: int = 3, **timeouts: float) -> object:
     return jobmod.Job(worker, jobmod.Request(images=["/a b/ünï.png"], steps=steps), jobmod.Timeouts(**timeouts))
 

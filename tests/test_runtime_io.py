@@ -99,6 +99,12 @@ def test_reconstruct_a_real_photo(ckpt, photo):
     assert res.trained is False
     assert res.expressions().shape == (len(res.expression_names), n, 3)
     assert {"preprocess_s", "encode_s", "descent_s", "total_s"} <= set(res.timings)
+    assert res.focal_sources == ["assumed: face 1.2 m away"]  # the test photo has no EXIF
+    lens = rec.reconstruct([photo], steps=1, lens_35mm=26)  # a phone's main camera
+    W, H = res.image_sizes[0]
+    assert lens.focal_sources == ["lens 26 mm"] and lens.cameras["K"][0, 0, 0] == pytest.approx(26 / 36 * max(W, H))
+    with pytest.raises(glvd.GLVDError, match="lens_35mm"):
+        rec.reconstruct([photo], steps=1, lens_35mm=-5)
 
 
 def test_cancel_between_steps(ckpt, photo):
@@ -147,7 +153,8 @@ def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
     assert meta["focal_sources"] == api.focal_sources and len(meta["focal_sources"]) == 1
     glb = tmp_path / "face.glb"
     assert _cli("reconstruct", str(photo), "-o", str(glb), "--steps", "2", "--checkpoint", str(ckpt),
-                "-q").returncode == 0
+                "-q", "--lens-35mm", "50", "--json", str(tmp_path / "g.json")).returncode == 0
+    assert json.loads((tmp_path / "g.json").read_text())["focal_sources"] == ["lens 50 mm"]
     assert glb.read_bytes()[:4] == b"glTF"
 
 
@@ -207,9 +214,11 @@ def test_worker_protocol(ckpt, photo, blank):
         w.send({"id": "i", "cmd": "info"})
         info, _ = w.until("info")
         assert info["trained"] is False and info["checkpoint"] == str(ckpt)
-        w.send({"id": "r", "cmd": "reconstruct", "images": [str(photo)], "steps": 3, "texture": 512})
+        w.send({"id": "r", "cmd": "reconstruct", "images": [str(photo)], "steps": 3, "texture": 512,
+                "lens_35mm": 85})
         res, seen = w.until("result", "error")
         assert res["event"] == "result", res
+        assert res["focal_sources"] == ["lens 85 mm"]
         kinds = [e["event"] for e in seen]
         assert kinds.index("topology") < kinds.index("step")  # the mesh can be built before the first step
         topo = next(e for e in seen if e["event"] == "topology")

@@ -56,7 +56,8 @@ class Result:
     trained: bool
     # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"
     camera_sources: list[str] = field(default_factory=list)
-    focal_sources: list[str] = field(default_factory=list)  # per view: "given", "EXIF", "camera" or the assumption
+    # per view: "given", "EXIF", "camera", "lens N mm" (lens_35mm) or "assumed: face 1.2 m away"
+    focal_sources: list[str] = field(default_factory=list)
     _template_vertices: np.ndarray = field(repr=False, default=None)
     _template_expressions: np.ndarray = field(repr=False, default=None)
 
@@ -104,6 +105,7 @@ class Reconstructor:
         cancel: CancelToken | None = None,
         on_progress: Callable[[str, str], None] | None = None,
         focal_px: Sequence[float | None] | None = None,
+        lens_35mm: float | None = None,
     ) -> Result:
         """Reconstruct one face from 1 to 8 photos of it.
 
@@ -117,8 +119,11 @@ class Reconstructor:
             on_progress: called as ``on_progress(stage, message)``.
             focal_px: optional focal length in pixels per image; else the file's EXIF focal length, else
                 the focal that puts the face 1.2 m away (:func:`glvd.cameras.focal_from_face_box`).
+            lens_35mm: the lens of photos without ``focal_px`` or an EXIF focal length, as a 35 mm-equivalent
+                focal length (e.g. 26 for a phone's main camera), instead of that assumption.
         """
         from .pose import descend_with_landmark_cameras
+        from .cameras import focal_from_exif_35mm
         from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, exif_focal_px, load_image, prepare_view
 
         if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
@@ -128,6 +133,8 @@ class Reconstructor:
             raise GLVDError(f"give 1 to 8 photos of one face (got {len(images)})")
         if not 1 <= steps <= 30:
             raise GLVDError(f"steps must be between 1 and 30 (got {steps})")
+        if lens_35mm is not None and not 0 < float(lens_35mm) <= 2000:
+            raise GLVDError(f"lens_35mm must be a focal length in mm, 35 mm equivalent (got {lens_35mm})")
         if cameras is not None and len(cameras) != len(images):
             raise GLVDError(f"{len(cameras)} cameras were given for {len(images)} photos")
         progress = on_progress or (lambda stage, msg: None)
@@ -141,6 +148,8 @@ class Reconstructor:
             source = FOCAL_GIVEN
             if f is None and isinstance(src, (str, os.PathLike)):
                 f, source = exif_focal_px(src), FOCAL_EXIF
+            if f is None and lens_35mm:
+                f, source = focal_from_exif_35mm(float(lens_35mm), img.shape[1], img.shape[0]), f"lens {lens_35mm:g} mm"
             if cameras is not None:
                 f, source = float(np.asarray(cameras[i]["K"])[0, 0]), "camera"
             progress("detect", f"finding the face in {os.path.basename(name)}")

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     r.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
     r.add_argument("--cameras", default=None, help="JSON file: a list of {K, R, t} per photo (OpenCV, metres)")
+    r.add_argument("--lens-35mm", type=float, default=None, metavar="MM",
+                   help="lens of photos without an EXIF focal length, 35 mm equivalent (e.g. 26 for a phone); "
+                        "default: assume the face 1.2 m from the camera")
     r.add_argument("--all-steps", action="store_true", help="also write one file per step (name_step01.obj, ...)")
     r.add_argument("--json", default=None, help="write cameras, their sources, 2D landmarks, timings to this JSON")
     r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
@@ -104,7 +107,7 @@ def _reconstruct(a: argparse.Namespace) -> int:
     rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
     if not rec.trained:
         _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the result is meaningless")
-    res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say)
+    res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say, lens_35mm=a.lens_35mm)
     out.parent.mkdir(parents=True, exist_ok=True)
     tex_path = None
     if a.texture:

@@ -174,6 +174,7 @@ class Worker:
             self.emit("progress", rid, stage="step", step=i, steps=steps, message=f"step {i}/{steps}")
 
         res = rec.reconstruct(images, cameras=req.get("cameras"), steps=steps, on_step=on_step,
+                              lens_35mm=req.get("lens_35mm"),
                               cancel=self.cancel, on_progress=on_progress)
         expr = encode_array(res.expressions()) if req.get("expressions", True) else None
         texture_png, texture_error = None, None

@@ -475,6 +475,17 @@ def write_plot(path: Path, curves: dict, views: list[int]) -> bool:
     return True
 
 
+def _load_note(load: float | None, threads: int) -> str:
+    """What the 1-minute load average at the end says about the times."""
+    if load is None:
+        return "."
+    busy = load > threads + 0.5
+    return (f"; 1-minute load average at the end {load:.2f}"
+            + (" (above the torch threads: other work shared the CPU, the times are pessimistic)." if busy
+               else " (nothing else ran). This machine's speed still drifts by up to 1.5x within seconds: "
+               "compare revisions with bench/bench_against.py."))
+
+
 def _target(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
@@ -491,8 +502,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     w("")
     w(f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores ({info['threads']} torch threads), "
       f"torch {torch.__version__}, {platform.system()}; evaluation wall time {info['total_s'] / 60:.1f} min"
-      + (f"; 1-minute load average at the end {info['load_avg']:.2f} (above the torch threads: other "
-         "work shared the CPU and the times are pessimistic)." if info.get("load_avg") is not None else "."))
+      + _load_note(info.get("load_avg"), info["threads"]))
     w("")
     if not prov.get("trained", False):
         w("> **The checkpoint is UNTRAINED (random weights).** Every GLVD number below is meaningless.")

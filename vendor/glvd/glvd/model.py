@@ -130,7 +130,8 @@ class KeypointModule(nn.Module):
 
     def prepare(self, feats: FeatureMaps) -> dict:
         maps = [p(m) for p, m in zip(self.proj, feats.maps, strict=False)]
-        return {"map": fuse_maps(maps, combine="cat"), "global": self.global_proj(feats.global_)}
+        fused = fuse_maps(maps, combine="cat").contiguous(memory_format=torch.channels_last)  # see VertexModule
+        return {"map": fused, "global": self.global_proj(feats.global_)}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, kp: torch.Tensor, kp_template: torch.Tensor,
                 kp_normals: torch.Tensor) -> torch.Tensor:
@@ -179,7 +180,9 @@ class VertexModule(nn.Module):
         self.guided = cfg.guidance
 
     def prepare(self, feats: FeatureMaps) -> dict:
-        return {"map": fuse_maps([p(m) for p, m in zip(self.proj, feats.maps, strict=False)]),
+        # channels-last: grid_sample reads a point's channels from one place (~10% faster on the CPU)
+        fused = fuse_maps([p(m) for p, m in zip(self.proj, feats.maps, strict=False)])
+        return {"map": fused.contiguous(memory_format=torch.channels_last),
                 "global": self.global_proj(feats.global_),
                 "embed_t": self.vertex_embed.t().contiguous()}  # (H, N)
 

@@ -225,6 +225,16 @@ class Job:
         return [Update("cancelled", self.fraction, "cancelled")]
 
 
+def focal_note(focal_sources: list[str]) -> str:
+    """A note for the artist when photos had no focal length and the runtime assumed one ("" otherwise)."""
+    assumed = [s for s in focal_sources if s.startswith("assumed")]
+    if not assumed:
+        return ""
+    what = assumed[0].removeprefix("assumed: ")
+    n = f"{len(assumed)} of {len(focal_sources)} photos" if len(focal_sources) > 1 else "the photo"
+    return f"no focal length in {n}: {what} assumed (set Lens if you know it)"
+
+
 def _tail(worker: engine.Worker) -> str:
     tail = worker.stderr_tail(3).strip()
     return f"; worker log: {tail.splitlines()[-1]}" if tail else ""

@@ -15,7 +15,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatPrope
 from . import engine, frames, inputs, material, mesh_writer, preferences
 from .engine import WorkerError
 from .inputs import InputError
-from .job import Job, Request, Timeouts, Update, remove_texture_file
+from .job import Job, Request, Timeouts, Update, focal_note, remove_texture_file
 from .meshdata import step_key_name
 from .properties import GLVD_PG_image_input, SCENE_DEVICE_ITEMS, TARGET_ITEMS, TEXTURE_SIZE_ITEMS
 
@@ -344,8 +344,10 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             self._cleanup()
         for w in writer.warnings:
             self.report({"WARNING"}, f"GLVD: {w}")
+        note = focal_note(list(obj.get("glvd_focal_sources") or []))
         self.report({"INFO"}, f"GLVD: '{obj.name}' from {len(self._photos.photos)} photo(s), "
-                              f"{self._opts.steps} steps in {time.monotonic() - self._t0:.1f} s")
+                              f"{self._opts.steps} steps in {time.monotonic() - self._t0:.1f} s"
+                              + (f"; {note}" if note else ""))
         return {"FINISHED"}
 
     # -- UI: modal, live steps, Esc cancels -----------------------------------------
@@ -419,6 +421,9 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
                 else:
                     st.status = st.last_message = f"done: '{obj.name}' in {time.monotonic() - self._t0:.1f} s"
                     self.report({"INFO"}, f"GLVD: {st.status}")
+                    if note := focal_note(list(obj.get("glvd_focal_sources") or [])):
+                        self.report({"INFO"}, f"GLVD: {note}")
+                        st.last_message = f"{st.status}; {note}"
                     for w in writer.warnings:
                         self.report({"WARNING"}, f"GLVD: {w}")
                         st.last_message = f"{st.status}; {w}"

@@ -184,6 +184,13 @@ def test_request_message_carries_the_lens() -> None:
     assert jobmod.Request(images=["a.png"]).message()["lens_35mm"] is None  # the runtime's assumption
 
 
+def test_focal_note_tells_the_artist_when_a_focal_length_was_assumed() -> None:
+    assert jobmod.focal_note(["EXIF", "camera", "lens 26 mm"]) == ""
+    assert jobmod.focal_note(["assumed: face 1.2 m away"]) == (
+        "no focal length in the photo: face 1.2 m away assumed (set Lens if you know it)")
+    assert jobmod.focal_note(["EXIF", "assumed: face 1.2 m away"]).startswith("no focal length in 1 of 2 photos")
+
+
 def _job(worker: object, steps: int = 3, **timeouts: float) -> object:
     return jobmod.Job(worker, jobmod.Request(images=["/a b/ünï.png"], steps=steps), jobmod.Timeouts(**timeouts))
 

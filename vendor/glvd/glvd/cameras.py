@@ -114,7 +114,10 @@ def rotation_angle_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
 
 
 def default_intrinsics(width: int, height: int, focal_ratio: float = 1.2) -> torch.Tensor:
-    """``(3, 3)`` intrinsics for an uncalibrated photo: focal = ratio * longer side (about a 43 mm lens)."""
+    """``(3, 3)`` intrinsics with focal = ratio * longer side (1.2: about a 43 mm lens).
+
+    Benchmarks and tests use it; photos without a focal length use :func:`focal_from_face_box`.
+    """
     f = focal_ratio * max(width, height)
     return torch.tensor([[f, 0.0, width * 0.5], [0.0, f, height * 0.5], [0.0, 0.0, 1.0]])
 

@@ -27,8 +27,8 @@ RESCUE_MAX_YAW_DEG = 25.0
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
 
-#: the inner 51 of the 68 landmarks: the reconstruction's jaw lies 15-18% of the eye distance
-#: inside and above the detectors' (docs/jaw_offsets.md), so the jaw would pull the pose
+#: the inner 51 of the 68 landmarks: the reconstruction's jaw sides lie 6-9% of the eye distance
+#: inside the detectors' (docs/jaw_offsets.md; 15-18% before the focal prior), so the jaw would pull the pose
 INNER = slice(17, 68)
 
 

@@ -54,8 +54,12 @@ def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, 
 
 
 def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
-              absolute_weight: float) -> dict:
-    """`glvd.train.losses` without the camera and probe terms, on one cached chunk."""
+              absolute_weight: float, damping: float = 1.0) -> dict:
+    """`glvd.train.losses` without the camera and probe terms, on one cached chunk.
+
+    ``damping`` < 1: own starts are the states of a damped descent, ``x <- x + damping * (step(x) - x)``
+    for 1-10 steps (the field then learns to predict the face from where such a descent passes).
+    """
     B, V = c["gt"].shape[0], c["views"]
     feats = FeatureMaps(maps=[], global_=c["v_global"], batch=B, views=V, size=model.cfg.image_size)
     prep = {"kp": {"map": c["kp_map"], "global": c["kp_global"]},
@@ -66,11 +70,15 @@ def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_fra
     gt, kp_ids = c["gt"], model.keypoint_ids
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
     if bool(torch.rand((), generator=gen) < own_start_frac):
-        k = int(torch.randint(1, max(2, model.cfg.steps), (), generator=gen))
+        k = int(torch.randint(1, max(2, model.cfg.steps + (damping < 1.0)), (), generator=gen))
         with torch.no_grad():
             x0, kp0 = model.initial_state(B)
             for _ in range(k):
-                x0, kp0 = model.step(prep, feats, cams, x0, kp0)
+                x1, kp1 = model.step(prep, feats, cams, x0, kp0)
+                if damping == 1.0:
+                    x0, kp0 = x1, kp1
+                else:
+                    x0, kp0 = x0 + damping * (x1 - x0), kp0 + damping * (kp1 - kp0)
     else:
         x0 = perturbed_start(model.template_vertices, gt, gen, 1.0, 0.0)
         kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--subset", type=int, default=2048)
     p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--damping", type=float, default=1.0,
+                   help="own starts from a damped descent (x += damping * step); 1 = the model's own descent")
     a, t0 = start(p, argv)
     assert a.out, "--out is required"
     torch.manual_seed(0)
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     run = {"vert": 0.0, "kp": 0.0, "n": 0}
     while time.monotonic() - t_train < a.minutes * 60:
         c = cache[int(torch.randint(len(cache), (), generator=gen))]
-        out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1)
+        out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1, a.damping)
         opt.zero_grad(set_to_none=True)
         out["total"].backward()
         opt.step()

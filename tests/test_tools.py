@@ -68,4 +68,7 @@ def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
         out["total"].backward()
         opt.step()
     assert loss() < 0.8 * first
+    # own starts from a damped descent (--damping) give a loss too
+    damped = step_loss(model, cache[1], torch.Generator().manual_seed(0), 64, 1.0, 1.0, 0.1, damping=0.5)
+    assert torch.isfinite(damped["total"]) and damped["total"].requires_grad
     assert all(torch.equal(a, b) for a, b in zip(enc_before, model.encoder.parameters(), strict=True))

@@ -113,13 +113,18 @@ def rotation_angle_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(((tr - 1) * 0.5).clamp(-1.0, 1.0)))
 
 
+def intrinsics(focal_px: float, width: int, height: int) -> torch.Tensor:
+    """``(3, 3)`` intrinsics: square pixels, principal point at the image centre."""
+    f = float(focal_px)
+    return torch.tensor([[f, 0.0, width * 0.5], [0.0, f, height * 0.5], [0.0, 0.0, 1.0]])
+
+
 def default_intrinsics(width: int, height: int, focal_ratio: float = 1.2) -> torch.Tensor:
     """``(3, 3)`` intrinsics with focal = ratio * longer side (1.2: about a 43 mm lens).
 
     Benchmarks and tests use it; photos without a focal length use :func:`focal_from_face_box`.
     """
-    f = focal_ratio * max(width, height)
-    return torch.tensor([[f, 0.0, width * 0.5], [0.0, f, height * 0.5], [0.0, 0.0, 1.0]])
+    return intrinsics(focal_ratio * max(width, height), width, height)
 
 
 #: side, in metres at the head centre's distance, of the square crop that training frames around a

@@ -76,7 +76,7 @@ def sample_maps(maps: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor
 
 
 def sample_maps_channels_first(maps: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor:
-    """:func:`sample_maps` in grid_sample's own layout, ``(B, V, C, P)`` (contiguous)."""
+    """:func:`sample_maps` in grid_sample's own layout, ``(B, V, C, P)`` (a view of its output)."""
     B, V, P, _ = uv.shape
     grid = (uv / size * 2.0 - 1.0).reshape(B * V, P, 1, 2)
     out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)

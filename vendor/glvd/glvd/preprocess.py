@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .cameras import DEFAULT_DISTANCE_M, focal_from_exif_35mm, focal_from_face_box
+from .cameras import DEFAULT_DISTANCE_M, focal_from_exif_35mm, focal_from_face_box, intrinsics
 from .crop import crop_intrinsics
 from .errors import ImageError, NoFaceError
 
@@ -408,8 +408,7 @@ def prepare_view(
     h, w = img.shape[:2]
     if focal_px is None:
         focal_px, focal_source = focal_from_face_box(side, w, h), FOCAL_ASSUMED
-    f = float(focal_px)
-    K_image = torch.tensor([[f, 0.0, w * 0.5], [0.0, f, h * 0.5], [0.0, 0.0, 1.0]])
+    K_image = intrinsics(focal_px, w, h)
     K_crop = crop_intrinsics(K_image, torch.tensor(cx), torch.tensor(cy), torch.tensor(side), size).float()
     crop8 = crop_square(img, (cx, cy, side), size)
     crop = torch.from_numpy(crop8).permute(2, 0, 1).float().div_(255.0).contiguous()

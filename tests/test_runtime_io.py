@@ -107,6 +107,17 @@ def test_reconstruct_a_real_photo(ckpt, photo):
         rec.reconstruct([photo], steps=1, lens_35mm=-5)
 
 
+def test_reconstruct_takes_the_focal_length_from_exif(ckpt, photo, tmp_path):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 50  # FocalLengthIn35mmFilm
+    jpg = tmp_path / "exif50.jpg"
+    Image.open(photo).convert("RGB").save(jpg, exif=exif, quality=95)
+    res = glvd.Reconstructor(checkpoint=ckpt, device="cpu").reconstruct(str(jpg), steps=1, lens_35mm=26)
+    W, H = res.image_sizes[0]
+    assert res.focal_sources == ["EXIF"]  # the file's own lens wins over lens_35mm
+    assert res.cameras["K"][0, 0, 0] == pytest.approx(50 / 36 * max(W, H))
+
+
 def test_cancel_between_steps(ckpt, photo):
     rec = glvd.Reconstructor(checkpoint=ckpt, device="cpu")
     cancel = threading.Event()

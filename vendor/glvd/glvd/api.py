@@ -124,7 +124,7 @@ class Reconstructor:
         """
         from .pose import descend_with_landmark_cameras
         from .cameras import focal_from_exif_35mm
-        from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, exif_focal_px, load_image, prepare_view
+        from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, load_image_info, prepare_view
 
         if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
             images = [images]
@@ -143,11 +143,12 @@ class Reconstructor:
         for i, src in enumerate(images):
             name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {i + 1}"
             progress("load", f"loading {os.path.basename(name)}")
-            img = load_image(src)
+            loaded = load_image_info(src)  # the pixels and the EXIF focal length from one read of the file
+            img = loaded.rgb
             f = focal_px[i] if focal_px is not None else None
             source = FOCAL_GIVEN
             if f is None and isinstance(src, (str, os.PathLike)):
-                f, source = exif_focal_px(src), FOCAL_EXIF
+                f, source = loaded.focal_px, FOCAL_EXIF
             if f is None and lens_35mm:
                 f, source = focal_from_exif_35mm(float(lens_35mm), img.shape[1], img.shape[0]), f"lens {lens_35mm:g} mm"
             if cameras is not None:

@@ -25,22 +25,10 @@ from report import finish, generated_by, start  # noqa: E402
 from glvd.api import Reconstructor  # noqa: E402
 from glvd.cameras import DEFAULT_DISTANCE_M, focal_from_face_box  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import OUTER_EYE, DlibReference, nme, sample_photos  # noqa: E402
+from glvd.evaluate_photos import OUTER_EYE, DlibReference, lfw_photos, nme, sample_photos  # noqa: E402
 
 OLD_LENS = "fixed lens (1.2 x longer side)"
 JAW_SIDES = [*range(0, 6), *range(11, 17)]
-
-
-def lfw_faces(first: int, last: int) -> list[tuple[str, np.ndarray]]:
-    """LFW faces ``first`` .. ``last - 1`` as ``evaluate_photos.sample_photos`` prepares them."""
-    from PIL import Image
-    from skimage import data
-
-    out = []
-    for i, im in enumerate(data.lfw_subset()[first:last], start=first):
-        g = Image.fromarray((im * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
-        out.append((f"lfw_{i:03d}", np.asarray(g.convert("RGB"))))
-    return out
 
 
 def jaw_inwards(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = Reconstructor(device="cpu")
     dl = DlibReference()
     settings = [OLD_LENS, *a.distances]
-    calib = score(rec, lfw_faces(20, 100), settings, dl)
+    calib = score(rec, lfw_photos(20, 100), settings, dl)
     evals = score(rec, sample_photos(20), settings, dl)
     lines = ["# Focal length for photos without EXIF", "", generated_by("focal_prior.py", argv), "",
              "The photo path (`glvd.Reconstructor`: MediaPipe's landmarks, PnP, the descent, PnP again) with the "

@@ -44,11 +44,20 @@ def sample_photos(lfw_faces: int = 20) -> list[tuple[str, np.ndarray]]:
             photos.append(("grace_hopper", np.asarray(Image.open(f).convert("RGB"))))
     except (ImportError, OSError, ValueError):
         pass
-    lfw = data.lfw_subset()[:lfw_faces]  # the first 100 of 200 are faces, 25 x 25 grey in [0, 1]
-    for i, im in enumerate(lfw):
+    return photos + lfw_photos(0, lfw_faces)
+
+
+def lfw_photos(first: int, last: int) -> list[tuple[str, np.ndarray]]:
+    """scikit-image's LFW faces ``first`` .. ``last - 1`` (of 100), 25 px grey upscaled 8x to RGB."""
+    from PIL import Image
+    from skimage import data
+
+    lfw = data.lfw_subset()[first:last]  # the first 100 of 200 are faces, 25 x 25 grey in [0, 1]
+    out = []
+    for i, im in enumerate(lfw, start=first):
         g = Image.fromarray((im * 255).astype(np.uint8)).resize((200, 200), Image.BICUBIC)
-        photos.append((f"lfw_{i:03d}", np.asarray(g.convert("RGB"))))
-    return photos
+        out.append((f"lfw_{i:03d}", np.asarray(g.convert("RGB"))))
+    return out
 
 
 def nme(pred: np.ndarray, ref: np.ndarray, points: slice = slice(None)) -> float:

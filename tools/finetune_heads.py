@@ -28,7 +28,7 @@ from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.train import VAL_SEED, jitter_cameras, perturbed_start, shape_error_cm, validate  # noqa: E402
+from glvd.train import VAL_SEED, field_losses, jitter_cameras, validate  # noqa: E402
 
 CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
 
@@ -55,11 +55,8 @@ def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, 
 
 def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
               absolute_weight: float, damping: float = 1.0) -> dict:
-    """`glvd.train.losses` without the camera and probe terms, on one cached chunk.
-
-    ``damping`` < 1: own starts are the states of a damped descent, ``x <- x + damping * (step(x) - x)``
-    for 1-10 steps (the field then learns to predict the face from where such a descent passes).
-    """
+    """`glvd.train.losses` without the camera and probe terms, on one cached chunk (``damping``: see
+    :func:`glvd.train.field_losses`)."""
     B, V = c["gt"].shape[0], c["views"]
     feats = FeatureMaps(maps=[], global_=c["v_global"], batch=B, views=V, size=model.cfg.image_size)
     prep = {"kp": {"map": c["kp_map"], "global": c["kp_global"]},
@@ -67,24 +64,9 @@ def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_fra
     cams = Cameras(c["K"], c["R"], c["t"])
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(c["K"], c["R_p"], c["t_p"])
-    gt, kp_ids = c["gt"], model.keypoint_ids
-    idx = torch.randperm(gt.shape[1], generator=gen)[:subset]
-    if bool(torch.rand((), generator=gen) < own_start_frac):
-        k = int(torch.randint(1, max(2, model.cfg.steps + (damping < 1.0)), (), generator=gen))
-        with torch.no_grad():
-            x0, kp0 = model.initial_state(B)
-            for _ in range(k):
-                x1, kp1 = model.step(prep, feats, cams, x0, kp0)
-                if damping == 1.0:
-                    x0, kp0 = x1, kp1
-                else:
-                    x0, kp0 = x0 + damping * (x1 - x0), kp0 + damping * (kp1 - kp0)
-    else:
-        x0 = perturbed_start(model.template_vertices, gt, gen, 1.0, 0.0)
-        kp0 = x0[:, kp_ids] + torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001
-    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
-    out = {"vert": shape_error_cm(x1, gt[:, idx], absolute_weight), "kp": shape_error_cm(kp1, gt[:, kp_ids],
-                                                                                         absolute_weight)}
+    idx = torch.randperm(c["gt"].shape[1], generator=gen)[:subset]
+    out = field_losses(model, prep, feats, cams, c["gt"], idx, gen, 1.0, absolute_weight, own_start_frac, 0.0,
+                       damping)
     out["total"] = out["vert"] + out["kp"]
     return out
 

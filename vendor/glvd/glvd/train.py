@@ -219,13 +219,44 @@ class CoefficientProbe(nn.Module):
         return torch.einsum("bc,cpk->bpk", pred - coeffs, self.basis[:, idx]).norm(dim=-1).mean()
 
 
+def field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor, idx: torch.Tensor,
+                 gen: torch.Generator, jitter: float = 1.0, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
+                 path_prob: float = 0.0, damping: float = 1.0) -> dict[str, torch.Tensor]:
+    """Vertex and keypoint losses (cm) of one descent step on the vertex subset ``idx``.
+
+    The step starts from a perturbed template (:func:`perturbed_start`) or, with ``own_start_frac``, from
+    the model's own state after 1-9 steps; ``damping`` < 1 makes those steps damped,
+    ``x <- x + damping * (step(x) - x)``, for 1-10 steps (``tools/finetune_heads.py --damping``).
+    ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (or cached equivalents).
+    """
+    B, kp_ids = gt.shape[0], model.keypoint_ids
+    if bool(torch.rand((), generator=gen) < own_start_frac):
+        # start where inference would be after some of its steps, so the field learns to correct its own drift
+        k = int(torch.randint(1, max(2, model.cfg.steps + (damping < 1.0)), (), generator=gen))
+        with torch.no_grad():
+            x0, kp0 = model.initial_state(B)
+            for _ in range(k):
+                x1, kp1 = model.step(prep, feats, cams, x0, kp0)
+                if damping == 1.0:
+                    x0, kp0 = x1, kp1
+                else:
+                    x0, kp0 = x0 + damping * (x1 - x0), kp0 + damping * (kp1 - kp0)
+    else:
+        x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
+        kp0 = x0[:, kp_ids] + (torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001).to(gt.device)
+    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
+    out = {"vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
+    if model.keypoints is not None:
+        out["kp"] = shape_error_cm(kp1, gt[:, kp_ids], absolute_weight)
+    return out
+
+
 def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
            true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
            path_prob: float = 0.0, probe: CoefficientProbe | None = None, aux_weight: float = 1.0
            ) -> dict[str, torch.Tensor]:
     """Camera, keypoint, vertex and (with a probe) coefficient losses (vertex/keypoint in cm) for one batch."""
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
-    B = gt.shape[0]
     S = images.shape[-1]
     feats = model.encode(images)
     R_p, t_p, uvz_p = model.camera_head(feats, K)
@@ -236,23 +267,9 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     # learn to work with what the camera head gives on real photos
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
-    kp_ids = model.keypoint_ids
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset].to(gt.device)
-    prep = model.prepare(feats)
-    if bool(torch.rand((), generator=gen) < own_start_frac):
-        # start where inference would be after some of its steps, so the field learns to correct its own drift
-        k = int(torch.randint(1, max(2, model.cfg.steps), (), generator=gen))
-        with torch.no_grad():
-            x0, kp0 = model.initial_state(B)
-            for _ in range(k):
-                x0, kp0 = model.step(prep, feats, cams, x0, kp0)
-    else:
-        x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
-        kp0 = x0[:, kp_ids] + (torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001).to(gt.device)
-    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
-    out = {"cam": loss_cam, "vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
-    if model.keypoints is not None:
-        out["kp"] = shape_error_cm(kp1, gt[:, kp_ids], absolute_weight)
+    out = {"cam": loss_cam, **field_losses(model, model.prepare(feats), feats, cams, gt, idx, gen, jitter,
+                                           absolute_weight, own_start_frac, path_prob)}
     out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
     if probe is not None:
         coeffs = torch.cat([s["identity"], s["expression"]], 1)

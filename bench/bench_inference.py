@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--batch", type=int, default=0, help="faces in the batched-throughput row (0: 32 on CUDA, 4 on CPU)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -85,7 +86,7 @@ def main() -> None:
             v_ms = _median_ms(v_step, a.runs, sync)
             rows.append((views, total, enc, kp_ms, v_ms))
         # batched throughput: many single-view faces at once
-        B = 32 if dev.type == "cuda" else 4
+        B = a.batch or (32 if dev.type == "cuda" else 4)
         imgs = torch.rand(B, 1, 3, S, S, device=dev)
         K = K_crop.expand(B, 1, 3, 3)
 

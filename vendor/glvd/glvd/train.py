@@ -446,6 +446,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         bar = None
     for i, s in loader:
         waited += time.monotonic() - asked
+        wall += time.monotonic() - asked  # rendering counts (in-process on a GPU it is most of the time)
         assert i == batch_i, f"loader out of step ({i} != {batch_i})"
         s = _to(s, device)
         batch_i += 1

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The budget-matched LVD ablation on a lent GPU machine: GLVD and plain LVD (--no-guidance) trained from
+# scratch side by side on one GPU, same recipe, seed, batch, curriculum and wall-clock minutes (LVD's steps
+# are cheaper, so it gets at least as many iterations: the comparison errs in LVD's favour). First the GPU
+# inference benchmark, which takes under a minute.
+#
+# Prepare here (the kit is never committed; .kit/ is git-ignored):
+#   mkdir -p .kit && cp ../shared/data/ict_facekit/ict_facekit_light.npz .kit/
+# Then: run(command="bash tools/gpu_ablation.sh", carry=[".kit"], timeout_s=590)
+# and copy what comes back ($OUT/glvd, $OUT/lvd: model.pt, log.csv, train.log) into runs/ablation/ here.
+# Rehearse here first (CPU, a few seconds of training):
+#   DEVICE=cpu MINUTES=0.3 BATCH=2 BENCH=0 OUT=/tmp/abl_rehearsal PYTHON=.venv/bin/python bash tools/gpu_ablation.sh
+set -uo pipefail
+export PYTHONPATH="$PWD/vendor/glvd${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py="${PYTHON:-python3}"
+dev="${DEVICE:-cuda}"
+out="${OUT:-runs/ablation_out}"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+"$py" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__,
+'cuda', torch.cuda.is_available())"
+if [ "${BENCH:-1}" = 1 ]; then
+    timeout 90 "$py" bench/bench_inference.py --device "$dev" --runs 30 2>&1 | tee "$out/bench_inference.txt"
+    timeout 60 "$py" bench/bench_inference.py --device "$dev" --runs 10 --batch 256 2>&1 \
+        | grep batched | tee -a "$out/bench_inference.txt"
+fi
+read -r -a curriculum <<< "${CURRICULUM:-1000 1000}"
+
+train() {  # $1: name, then extra flags
+    local name=$1; shift
+    # INIT=DIR continues DIR/glvd/model.pt and DIR/lvd/model.pt (a fresh optimizer; the curriculum carries on)
+    [ -n "${INIT:-}" ] && set -- "$@" --init-from "$INIT/$name/model.pt"
+    "$py" -m glvd train --out "$out/$name" --kit .kit/ict_facekit_light.npz --seed 0 \
+        --device "$dev" --render-device "$dev" --workers 0 --threads "${THREADS:-4}" --batch "${BATCH:-32}" \
+        --reuse 1 --curriculum "${curriculum[@]}" --minutes "${MINUTES:-7}" --val-every "${VAL_EVERY:-90}" \
+        --save-every 60 "$@" 2>&1 | tr '\r' '\n' | sed -u 's/.*\(glvd: \)/\1/' \
+        | grep --line-buffered -v '^ *[0-9]*%|' | sed -u "s/^/[$name] /" | tee -a "$out/$name.log"
+}
+
+train glvd &
+train lvd --no-guidance &
+wait
+for name in glvd lvd; do
+    rm -f "$out/$name/state.pt"  # too large to come back; model.pt is the result
+    [ -f "$out/$name/model.pt" ] || echo "$name: no model written (see $name.log)"
+done
+ls -la "$out"/*

@@ -1,8 +1,10 @@
 """Pure helpers of the tools/ reports."""
 
+import itertools
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -72,3 +74,49 @@ def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
     damped = step_loss(model, cache[1], torch.Generator().manual_seed(0), 64, 1.0, 1.0, 0.1, damping=0.5)
     assert torch.isfinite(damped["total"]) and damped["total"].requires_grad
     assert all(torch.equal(a, b) for a, b in zip(enc_before, model.encoder.parameters(), strict=True))
+
+
+def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
+    """--unroll: the subset's trajectory equals the full descent's (one and several views), and the
+    gradient of the last step's error reaches the modules through the earlier steps."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    from runtime_fixtures import small_model, tiny_kit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from finetune_heads import _chunk_inputs, build_cache, unrolled_loss
+
+    from glvd.train import shape_error_cm
+
+    model = small_model(tiny_kit(tmp_path))
+    # the output layers start at zero (a descent that stays put); give them weights so the descent moves
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in (model.keypoints.mlp[-1], model.vertices.l3):
+            layer.weight.copy_(0.05 * torch.randn(layer.weight.shape, generator=g))
+    cache = build_cache(model, str(tiny_kit(tmp_path)), faces=8, chunk=2, max_views=3, seed=5, log=lambda m: None)
+    model.train()
+    for views in sorted({c["views"] for c in cache}):
+        c = next(c for c in cache if c["views"] == views)
+        out = unrolled_loss(model, c, torch.Generator().manual_seed(0), 32, 1.0, 0.1, 4, 10.0)
+        # the same draws give the same cameras and subset: the full descent, scored on that subset
+        feats, prep, cams, idx = _chunk_inputs(model, c, torch.Generator().manual_seed(0), 32, 1.0)
+        x, kp = model.initial_state(c["gt"].shape[0])
+        with torch.no_grad():
+            full = []
+            for _ in range(4):
+                x, kp = model.step(prep, feats, cams, x, kp)
+                full.append(float(shape_error_cm(x[:, idx], c["gt"][:, idx], 0.1)))
+        assert out["vert_steps"] == pytest.approx(full, rel=1e-5), views
+        assert len(set(round(e, 6) for e in full)) > 1  # the descent moved
+        weights = [1 / 10, 2 / 10, 3 / 10, 4 / 10]
+        assert float(out["vert"]) == pytest.approx(sum(w * e for w, e in zip(weights, full, strict=True)), rel=1e-5)
+        rises = sum(max(0.0, b - a) for a, b in itertools.pairwise(full))
+        assert float(out["rise"]) == pytest.approx(rises, abs=1e-6)
+    # the loss trains both modules
+    model.zero_grad()
+    unrolled_loss(model, cache[0], torch.Generator().manual_seed(1), 32, 1.0, 0.1, 3, 10.0)["total"].backward()
+    for layer in (model.keypoints.mlp[0], model.vertices.l2):
+        assert float(layer.weight.grad.abs().sum()) > 0

@@ -4,15 +4,19 @@ On this 2-core CPU a training iteration is mostly rendering and the encoder. Wit
 the camera head and the feature projections frozen, their outputs for a fixed set of renders can
 be computed once and the two field modules trained on them for many more iterations than full
 training affords; the loss is `glvd.train.losses`' (one descent step from a perturbed template or
-from the model's own state after k steps; true-but-jittered or estimated cameras).
+from the model's own state after k steps; true-but-jittered or estimated cameras), or with
+``--unroll T`` the errors after every one of T steps of a full descent from the template,
+back-propagated through the whole descent (later steps weighted more, rises penalised), which
+teaches the descent to keep falling instead of jumping in one step and wobbling.
 
 Usage: .venv/bin/python tools/finetune_heads.py --checkpoint CKPT --out runs/heads/model.pt
-           [--faces 2000] [--minutes 40]
+           [--faces 2000] [--minutes 40] [--unroll 10 --rise-weight 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import sys
@@ -28,7 +32,8 @@ from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.train import VAL_SEED, field_losses, jitter_cameras, validate  # noqa: E402
+from glvd.topology import vertex_normals  # noqa: E402
+from glvd.train import VAL_SEED, field_losses, jitter_cameras, shape_error_cm, validate  # noqa: E402
 
 CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
 
@@ -53,10 +58,8 @@ def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, 
     return out
 
 
-def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
-              absolute_weight: float, damping: float = 1.0) -> dict:
-    """`glvd.train.losses` without the camera and probe terms, on one cached chunk (``damping``: see
-    :func:`glvd.train.field_losses`)."""
+def _chunk_inputs(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float):
+    """Features, prepared maps, cameras (true-but-jittered or estimated) and a vertex subset of a chunk."""
     B, V = c["gt"].shape[0], c["views"]
     feats = FeatureMaps(maps=[], global_=c["v_global"], batch=B, views=V, size=model.cfg.image_size)
     prep = {"kp": {"map": c["kp_map"], "global": c["kp_global"]},
@@ -65,10 +68,64 @@ def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_fra
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(c["K"], c["R_p"], c["t_p"])
     idx = torch.randperm(c["gt"].shape[1], generator=gen)[:subset]
+    return feats, prep, cams, idx
+
+
+def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
+              absolute_weight: float, damping: float = 1.0) -> dict:
+    """`glvd.train.losses` without the camera and probe terms, on one cached chunk (``damping``: see
+    :func:`glvd.train.field_losses`)."""
+    feats, prep, cams, idx = _chunk_inputs(model, c, gen, subset, true_camera_frac)
     out = field_losses(model, prep, feats, cams, c["gt"], idx, gen, 1.0, absolute_weight, own_start_frac, 0.0,
                        damping)
     out["total"] = out["vert"] + out["kp"]
     return out
+
+
+def unrolled_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float,
+                  absolute_weight: float, steps: int, rise_weight: float) -> dict:
+    """Errors after each of ``steps`` descent steps from the template, with gradients through the descent.
+
+    Step t's error is weighted t / sum(1..T), so the end matters most but every step counts; each
+    rise of the batch's vertex error over the previous step adds ``rise_weight`` times the rise.
+    A vertex moves by its own position, the keypoints and (several views) its normal, so the
+    subset's trajectory is exact when the normals come from a gradient-free descent of all vertices.
+    Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise`` and ``total``; ``vert_steps``: the
+    per-step vertex errors (floats).
+    """
+    feats, prep, cams, idx = _chunk_inputs(model, c, gen, subset, true_camera_frac)
+    gt, kp_ids, tmpl = c["gt"], model.keypoint_ids, model.template_vertices
+    B, V = gt.shape[0], c["views"]
+    x_all, kp = model.initial_state(B)  # x_all: every vertex, no gradient (normals; a scatter target)
+    x = x_all[:, idx]
+    kp_t = tmpl[kp_ids][None]
+    weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
+    vert, kp_loss, rise, prev, errs = 0.0, 0.0, 0.0, None, []
+    for t in range(steps):
+        normals = None
+        if V > 1:
+            with torch.no_grad():
+                normals = vertex_normals(x_all, model.quads, model._corner_op)
+        kp_n = None if normals is None else normals[:, kp_ids]
+        kp = model.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
+        x = model.vertices(prep["v"], feats, cams, x_all.index_copy(1, idx, x), kp, normals, idx, tmpl)
+        if V > 1:
+            with torch.no_grad():
+                x_all = model.vertices(prep["v"], feats, cams, x_all, kp.detach(), normals, None, tmpl)
+        e = shape_error_cm(x, gt[:, idx], absolute_weight)
+        vert = vert + weights[t] * e
+        kp_loss = kp_loss + weights[t] * shape_error_cm(kp, gt[:, kp_ids], absolute_weight)
+        if prev is not None:
+            rise = rise + torch.relu(e - prev)
+        prev = e
+        errs.append(float(e.detach()))
+    return {"vert": vert, "kp": kp_loss, "rise": rise, "total": vert + kp_loss + rise_weight * rise,
+            "vert_steps": errs}
+
+
+def _rises(errors: list[float]) -> int:
+    """How many steps of a descent made the error worse."""
+    return sum(b > a for a, b in itertools.pairwise(errors))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--damping", type=float, default=1.0,
                    help="own starts from a damped descent (x += damping * step); 1 = the model's own descent")
+    p.add_argument("--unroll", type=int, default=0,
+                   help="train on full descents of this many steps from the template (0: one-step loss)")
+    p.add_argument("--rise-weight", type=float, default=10.0, help="with --unroll: the penalty on rising errors")
     a, t0 = start(p, argv)
     assert a.out, "--out is required"
     torch.manual_seed(0)
@@ -104,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     run = {"vert": 0.0, "kp": 0.0, "n": 0}
     while time.monotonic() - t_train < a.minutes * 60:
         c = cache[int(torch.randint(len(cache), (), generator=gen))]
-        out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1, a.damping)
+        if a.unroll:
+            out = unrolled_loss(model, c, gen, a.subset, 0.7, 0.1, a.unroll, a.rise_weight)
+        else:
+            out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1, a.damping)
         opt.zero_grad(set_to_none=True)
         out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 5.0)  # gradients through a whole descent can spike
         opt.step()
         it += 1
         for k in ("vert", "kp"):
@@ -116,15 +180,19 @@ def main(argv: list[str] | None = None) -> int:
             v = validate(model, val)
             print(f"it {it}: loss vert {run['vert'] / run['n']:.4f} kp {run['kp'] / run['n']:.4f} cm; val "
                   f"{v['val_true_mm']:.3f} mm (true), {v['val_est_mm']:.3f} (est); steps "
-                  f"{' '.join(f'{e:.3f}' for e in v['val_true_steps'])} ({(time.monotonic() - t0) / 60:.1f} min)",
-                  flush=True)
+                  f"{' '.join(f'{e:.3f}' for e in v['val_true_steps'])}; estimated cameras "
+                  f"{' '.join(f'{e:.4f}' for e in v['val_est_steps'])}, {_rises(v['val_est_steps'])} rises "
+                  f"({(time.monotonic() - t0) / 60:.1f} min)", flush=True)
             run = {"vert": 0.0, "kp": 0.0, "n": 0}
-            if v["val_true_mm"] < best:
+            # with --unroll every validation is kept (the step profile matters as much as the end)
+            if v["val_true_mm"] < best or a.unroll:
                 best = v["val_true_mm"]
                 save_checkpoint(a.out, model.eval(), {**{k: prov.get(k) for k in ("trained", "iterations",
                                                                                  "batch", "max_views", "seed")},
                                                       "finetuned_heads": {"from": a.checkpoint, "iterations": it,
-                                                                          "faces": a.faces, "lr": a.lr},
+                                                                          "faces": a.faces, "lr": a.lr,
+                                                                          "unroll": a.unroll,
+                                                                          "rise_weight": a.rise_weight},
                                                       "val_true_mm": v["val_true_mm"], "val_est_mm": v["val_est_mm"]})
                 model.train()
     print(f"done: {it} iterations, best val {best:.3f} mm (start {base['val_true_mm']:.3f})")

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unroll", type=int, default=0,
                    help="train on full descents of this many steps from the template (0: one-step loss)")
     p.add_argument("--rise-weight", type=float, default=10.0, help="with --unroll: the penalty on rising errors")
+    p.add_argument("--true-camera-frac", type=float, default=0.7,
+                   help="share of chunks descended with the true (jittered) cameras; the rest use the camera head's")
     a, t0 = start(p, argv)
     assert a.out, "--out is required"
     torch.manual_seed(0)
@@ -165,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() - t_train < a.minutes * 60:
         c = cache[int(torch.randint(len(cache), (), generator=gen))]
         if a.unroll:
-            out = unrolled_loss(model, c, gen, a.subset, 0.7, 0.1, a.unroll, a.rise_weight)
+            out = unrolled_loss(model, c, gen, a.subset, a.true_camera_frac, 0.1, a.unroll, a.rise_weight)
         else:
-            out = step_loss(model, c, gen, a.subset, 0.7, 0.5, 0.1, a.damping)
+            out = step_loss(model, c, gen, a.subset, a.true_camera_frac, 0.5, 0.1, a.damping)
         opt.zero_grad(set_to_none=True)
         out["total"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, 5.0)  # gradients through a whole descent can spike
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       "finetuned_heads": {"from": a.checkpoint, "iterations": it,
                                                                           "faces": a.faces, "lr": a.lr,
                                                                           "unroll": a.unroll,
-                                                                          "rise_weight": a.rise_weight},
+                                                                          "rise_weight": a.rise_weight,
+                                                                          "true_camera_frac": a.true_camera_frac},
                                                       "val_true_mm": v["val_true_mm"], "val_est_mm": v["val_est_mm"]})
                 model.train()
     print(f"done: {it} iterations, best val {best:.3f} mm (start {base['val_true_mm']:.3f})")

@@ -120,3 +120,17 @@ def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
     unrolled_loss(model, cache[0], torch.Generator().manual_seed(1), 32, 1.0, 0.1, 3, 10.0)["total"].backward()
     for layer in (model.keypoints.mlp[0], model.vertices.l2):
         assert float(layer.weight.grad.abs().sum()) > 0
+
+
+def test_finetune_heads_keeps_the_trained_models_provenance():
+    """A fine-tuned checkpoint still says how its model was trained (glvd train --init-from reads it)."""
+    from finetune_heads import finetuned_provenance
+
+    prov = {"trained": True, "iterations": 30579, "curriculum": [0, 20000], "path": "/x/model.pt",
+            "saved": "then", "val_true_mm": 3.56}
+    once = finetuned_provenance(prov, {"from": "a.pt", "unroll": 10}, {"val_true_mm": 3.52, "val_true_steps": [1.0]})
+    twice = finetuned_provenance(once, {"from": "b.pt", "unroll": 10}, {"val_true_mm": 3.51})
+    assert twice["iterations"] == 30579 and twice["curriculum"] == [0, 20000]
+    assert [f["from"] for f in twice["finetuned_heads"]] == ["a.pt", "b.pt"]
+    assert twice["val_true_mm"] == 3.51 and "val_true_steps" not in once
+    assert "path" not in twice and "saved" not in twice

@@ -33,7 +33,7 @@ from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
-from glvd.train import VAL_SEED, field_losses, jitter_cameras, shape_error_cm, validate  # noqa: E402
+from glvd.train import VAL_SEED, _git_commit, field_losses, jitter_cameras, shape_error_cm, validate  # noqa: E402
 
 CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
 
@@ -123,6 +123,15 @@ def unrolled_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera
             "vert_steps": errs}
 
 
+def finetuned_provenance(prov: dict, step: dict, val: dict) -> dict:
+    """The trained model's provenance, kept whole (a later `glvd train --init-from` reads its iterations and
+    curriculum), with this fine-tune appended to its ``finetuned_heads`` list and the new validation."""
+    out = {k: v for k, v in prov.items() if k not in ("path", "saved")}  # save_checkpoint stamps "saved"
+    out["finetuned_heads"] = [*out.get("finetuned_heads", []), step]
+    out.update({k: v for k, v in val.items() if not isinstance(v, list)})
+    return out
+
+
 def _rises(errors: list[float]) -> int:
     """How many steps of a descent made the error worse."""
     return sum(b > a for a, b in itertools.pairwise(errors))
@@ -189,14 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             # with --unroll every validation is kept (the step profile matters as much as the end)
             if v["val_true_mm"] < best or a.unroll:
                 best = v["val_true_mm"]
-                save_checkpoint(a.out, model.eval(), {**{k: prov.get(k) for k in ("trained", "iterations",
-                                                                                 "batch", "max_views", "seed")},
-                                                      "finetuned_heads": {"from": a.checkpoint, "iterations": it,
-                                                                          "faces": a.faces, "lr": a.lr,
-                                                                          "unroll": a.unroll,
-                                                                          "rise_weight": a.rise_weight,
-                                                                          "true_camera_frac": a.true_camera_frac},
-                                                      "val_true_mm": v["val_true_mm"], "val_est_mm": v["val_est_mm"]})
+                step = {"from": a.checkpoint, "commit": _git_commit(), "iterations": it, "faces": a.faces,
+                        "lr": a.lr, "unroll": a.unroll, "rise_weight": a.rise_weight,
+                        "true_camera_frac": a.true_camera_frac, "minutes": round((time.monotonic() - t_train) / 60, 1)}
+                save_checkpoint(a.out, model.eval(), finetuned_provenance(prov, step, v))
                 model.train()
     print(f"done: {it} iterations, best val {best:.3f} mm (start {base['val_true_mm']:.3f})")
     return 0

@@ -134,3 +134,5 @@ def test_finetune_heads_keeps_the_trained_models_provenance():
     assert [f["from"] for f in twice["finetuned_heads"]] == ["a.pt", "b.pt"]
     assert twice["val_true_mm"] == 3.51 and "val_true_steps" not in once
     assert "path" not in twice and "saved" not in twice
+    legacy = finetuned_provenance({"finetuned_heads": {"from": "old.pt"}}, {"from": "c.pt"}, {})
+    assert [f["from"] for f in legacy["finetuned_heads"]] == ["old.pt", "c.pt"]

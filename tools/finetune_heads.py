@@ -127,7 +127,9 @@ def finetuned_provenance(prov: dict, step: dict, val: dict) -> dict:
     """The trained model's provenance, kept whole (a later `glvd train --init-from` reads its iterations and
     curriculum), with this fine-tune appended to its ``finetuned_heads`` list and the new validation."""
     out = {k: v for k, v in prov.items() if k not in ("path", "saved")}  # save_checkpoint stamps "saved"
-    out["finetuned_heads"] = [*out.get("finetuned_heads", []), step]
+    earlier = out.get("finetuned_heads", [])
+    earlier = [earlier] if isinstance(earlier, dict) else earlier  # files saved before session 9's list
+    out["finetuned_heads"] = [*earlier, step]
     out.update({k: v for k, v in val.items() if not isinstance(v, list)})
     return out
 

@@ -113,7 +113,7 @@ def test_per_step_errors_start_at_the_template():
 def test_evaluate_end_to_end_on_the_tiny_kit(tmp_path):
     kit = tiny_kit(tmp_path)
     ckpt = save_checkpoint(tmp_path / "m.pt", small_model(kit), {"trained": True, "commit": "abc", "iterations": 5,
-                                                                  "finetuned_heads": [{"unroll": 10}]})
+                                                                  "finetuned_heads": {"unroll": 10}})
     out = tmp_path / "docs" / "RESULTS.md"
     args = ["--kit", str(kit), "--checkpoint", str(ckpt), "--ablation", str(tmp_path / "none.pt"),
             "--samples", "2", "--views", "1", "2", "--skip-slow", "--no-mediapipe", "--out", str(out),

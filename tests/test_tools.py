@@ -122,7 +122,7 @@ def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
         assert float(layer.weight.grad.abs().sum()) > 0
 
 
-def test_finetune_heads_keeps_the_trained_models_provenance():
+def test_finetune_heads_keeps_the_trained_models_provenance(tmp_path):
     """A fine-tuned checkpoint still says how its model was trained (glvd train --init-from reads it)."""
     from finetune_heads import finetuned_provenance
 
@@ -134,5 +134,11 @@ def test_finetune_heads_keeps_the_trained_models_provenance():
     assert [f["from"] for f in twice["finetuned_heads"]] == ["a.pt", "b.pt"]
     assert twice["val_true_mm"] == 3.51 and "val_true_steps" not in once
     assert "path" not in twice and "saved" not in twice
-    legacy = finetuned_provenance({"finetuned_heads": {"from": "old.pt"}}, {"from": "c.pt"}, {})
+    # a file from before the list held one dict: the loader hands it over as a list of one
+    from runtime_fixtures import small_model, tiny_kit
+
+    from glvd.checkpoint import load_checkpoint, save_checkpoint
+
+    old = save_checkpoint(tmp_path / "old.pt", small_model(tiny_kit(tmp_path)), {"finetuned_heads": {"from": "old.pt"}})
+    legacy = finetuned_provenance(load_checkpoint(old)[1], {"from": "c.pt"}, {})
     assert [f["from"] for f in legacy["finetuned_heads"]] == ["old.pt", "c.pt"]

@@ -33,7 +33,7 @@ from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
-from glvd.train import VAL_SEED, _git_commit, field_losses, jitter_cameras, shape_error_cm, validate  # noqa: E402
+from glvd.train import VAL_SEED, field_losses, git_commit, jitter_cameras, shape_error_cm, validate  # noqa: E402
 
 CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
 
@@ -127,9 +127,7 @@ def finetuned_provenance(prov: dict, step: dict, val: dict) -> dict:
     """The trained model's provenance, kept whole (a later `glvd train --init-from` reads its iterations and
     curriculum), with this fine-tune appended to its ``finetuned_heads`` list and the new validation."""
     out = {k: v for k, v in prov.items() if k not in ("path", "saved")}  # save_checkpoint stamps "saved"
-    earlier = out.get("finetuned_heads", [])
-    earlier = [earlier] if isinstance(earlier, dict) else earlier  # files saved before session 9's list
-    out["finetuned_heads"] = [*earlier, step]
+    out["finetuned_heads"] = [*out.get("finetuned_heads", []), step]  # load_checkpoint gives a list
     out.update({k: v for k, v in val.items() if not isinstance(v, list)})
     return out
 
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             # with --unroll every validation is kept (the step profile matters as much as the end)
             if v["val_true_mm"] < best or a.unroll:
                 best = v["val_true_mm"]
-                step = {"from": a.checkpoint, "commit": _git_commit(), "iterations": it, "faces": a.faces,
+                step = {"from": a.checkpoint, "commit": git_commit(), "iterations": it, "faces": a.faces,
                         "lr": a.lr, "unroll": a.unroll, "rise_weight": a.rise_weight,
                         "true_camera_frac": a.true_camera_frac, "minutes": round((time.monotonic() - t_train) / 60, 1)}
                 save_checkpoint(a.out, model.eval(), finetuned_provenance(prov, step, v))

@@ -88,6 +88,8 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         raise CheckpointError(f"{path} does not match the model: {str(exc).splitlines()[0]}") from exc
     prov = dict(payload["provenance"])
     prov["path"] = str(path)
+    if isinstance(prov.get("finetuned_heads"), dict):  # one fine-tune, saved before they became a list
+        prov["finetuned_heads"] = [prov["finetuned_heads"]]
     return model.to(device).eval(), prov
 
 

@@ -518,8 +518,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         if k in prov:
             v = prov[k]
             w(f"| {k} | {_fmt(v) if isinstance(v, float) else v} |")
-    tunes = prov.get("finetuned_heads", [])  # tools/finetune_heads.py runs on top (one dict before session 9)
-    for n, ft in enumerate([tunes] if isinstance(tunes, dict) else tunes, 1):
+    for n, ft in enumerate(prov.get("finetuned_heads", []), 1):  # tools/finetune_heads.py runs on top
         w(f"| fine-tune {n} of the keypoint and vertex modules | "
           + ", ".join(f"{k} {v}" for k, v in ft.items()) + " |")
     w("")

@@ -82,7 +82,8 @@ def curriculum_difficulty(iteration: int, cfg: TrainConfig) -> float:
     return 1.0 if ramp <= 0 else min(1.0, k / ramp)
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The checkout's short commit, for provenance ("unknown" outside git)."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
@@ -424,7 +425,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                       "optimizer": opt.state_dict(), "iteration": it, "batch": batch_i,
                       "wall_s": wall, "generator": gen.get_state(), "train_config": dataclasses.asdict(cfg)},
                      state_path)
-        prov = {"trained": True, "commit": _git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
+        prov = {"trained": True, "commit": git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
                 "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
                 "curriculum": list(cfg.curriculum), "curriculum_from": cfg.curriculum_from,

@@ -11,14 +11,10 @@
 # Rehearse here first (CPU, a few seconds of training):
 #   DEVICE=cpu MINUTES=0.3 BATCH=2 BENCH=0 OUT=/tmp/abl_rehearsal PYTHON=.venv/bin/python bash tools/gpu_ablation.sh
 set -uo pipefail
-export PYTHONPATH="$PWD/vendor/glvd${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-py="${PYTHON:-python3}"
-dev="${DEVICE:-cuda}"
+source "$(dirname "$0")/gpu_common.sh"
 out="${OUT:-runs/ablation_out}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-"$py" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__,
-'cuda', torch.cuda.is_available())"
+gpu_header
 if [ "${BENCH:-1}" = 1 ]; then
     timeout 90 "$py" bench/bench_inference.py --device "$dev" --runs 30 2>&1 | tee "$out/bench_inference.txt"
     timeout 60 "$py" bench/bench_inference.py --device "$dev" --runs 10 --batch 256 2>&1 \
@@ -33,8 +29,7 @@ train() {  # $1: name, then extra flags
     "$py" -m glvd train --out "$out/$name" --kit .kit/ict_facekit_light.npz --seed 0 \
         --device "$dev" --render-device "$dev" --workers 0 --threads "${THREADS:-4}" --batch "${BATCH:-32}" \
         --reuse 1 --curriculum "${curriculum[@]}" --minutes "${MINUTES:-7}" --val-every "${VAL_EVERY:-90}" \
-        --save-every 60 "$@" 2>&1 | tr '\r' '\n' | sed -u 's/.*\(glvd: \)/\1/' \
-        | grep --line-buffered -v '^ *[0-9]*%|' | sed -u "s/^/[$name] /" | tee -a "$out/$name.log"
+        --save-every 60 "$@" 2>&1 | train_log_filter | sed -u "s/^/[$name] /" | tee -a "$out/$name.log"
 }
 
 train glvd &

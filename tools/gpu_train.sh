@@ -17,16 +17,12 @@
 # CURRICULUM equals the one the model was trained with (its provenance).
 # The run folder is inside $OUT so that a checkpoint saved before a timeout still comes back.
 set -uo pipefail
-export PYTHONPATH="$PWD/vendor/glvd${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-py="${PYTHON:-python3}"
-dev="${DEVICE:-cuda}"
+source "$(dirname "$0")/gpu_common.sh"
 out="${OUT:-runs/gpu_out}"
 run="$out/run"
 mkdir -p "$out"
 began=$(date +%s)
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-"$py" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__,
-'cuda', torch.cuda.is_available())"
+gpu_header
 init="${INIT:-runs/gpu/model.pt}"
 [ -f "$init" ] || init=vendor/glvd/glvd/weights/glvd_face.pt
 echo "continuing $init"
@@ -36,8 +32,7 @@ train() {  # $1: render device, $2: rendering processes, $3: minutes
     "$py" -m glvd train --out "$run" --init-from "$init" --kit .kit/ict_facekit_light.npz \
         --device "$dev" --render-device "$1" --workers "$2" --threads 8 --batch "${BATCH:-32}" --reuse 1 \
         --curriculum "${curriculum[@]}" --minutes "$3" --val-every "${VAL_EVERY:-120}" --save-every 60 \
-        2>&1 | tr '\r' '\n' | sed -u 's/.*\(glvd: \)/\1/' | grep --line-buffered -v '^ *[0-9]*%|' \
-        | tee -a "$out/train.log"
+        2>&1 | train_log_filter | tee -a "$out/train.log"
 }
 
 train "$dev" 0 "${MINUTES:-8}"

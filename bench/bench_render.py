@@ -8,6 +8,11 @@ before every run, so a busy machine shows up in both.
     python bench/bench_render.py                 # 256x256, batch 16, 1 view, torch's default threads
     python bench/bench_render.py --threads 1     # as a single-threaded DataLoader worker sees it
     python bench/bench_render.py --size 192 --views 3 --repeats 7
+    python bench/bench_render.py --against 66d28fc   # sample() against an older revision, interleaved
+
+This machine's speed drifts by up to 1.5x within seconds; ``--against REV`` imports REV's runtime
+package beside this checkout's (as bench/bench_against.py does) and alternates their ``sample``
+calls on the same config and seed, which is the comparison to trust.
 
 Needs the ICT kit (../shared/data/ict_facekit/ or $GLVD_KIT). Figures only, no assertions.
 """
@@ -15,17 +20,21 @@ Needs the ICT kit (../shared/data/ict_facekit/ or $GLVD_KIT). Figures only, no a
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vendor" / "glvd"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.synth.augment import augment  # noqa: E402
+from glvd.synth.morphable import default_kit_path  # noqa: E402
 
 
 def reference_workload() -> float:
@@ -69,6 +78,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--kit", default=None)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--against", default=None, help="also time REV's sample(), alternating with this checkout's")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -106,8 +116,33 @@ def main() -> None:
     print(f"views/s (wall clock): {n / med(ts):.1f}   (median of {args.repeats} runs of {n} views)")
     print(f"views per CPU-second: {n / med(cpu):.1f}   (= views/s of one thread on an otherwise idle core)")
     print(f"reference workload: {med(refs) * 1000:.1f} ms; views per reference-second: {ratio:.2f}")
+    if args.against:
+        against(args, cfg, n)
     la = Path("/proc/loadavg")
     print(f"load average: {' '.join(la.read_text().split()[:3]) if la.exists() else '?'}")
+
+
+def against(args, cfg: SynthConfig, n: int) -> None:
+    """Median ``sample`` time of this checkout and of ``args.against``, their calls alternating."""
+    from bench_against import import_revision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = import_revision(args.against, Path(tmp))
+        old_synth = importlib.import_module(f"{old.__name__}.synth")
+        kit = args.kit or str(default_kit_path())  # the extracted copy would look beside itself
+        gens = {"this checkout": SyntheticFaces(kit_path=args.kit, config=cfg, seed=0),
+                args.against: old_synth.SyntheticFaces(kit_path=kit, config=old_synth.SynthConfig(
+                    image_size=args.size, augment=not args.no_augment), seed=0)}
+        times: dict[str, list[float]] = {k: [] for k in gens}
+        for i in range(2 * args.repeats + 1):
+            for name, g in gens.items():
+                t0 = time.perf_counter()
+                g.sample(args.batch, args.views)
+                if i:  # the first round warms up
+                    times[name].append(time.perf_counter() - t0)
+        new, old_s = (statistics.median(times[k]) for k in gens)
+        print(f"against {args.against} ({2 * args.repeats} alternating calls each): this checkout "
+              f"{n / new:.1f} views/s, {args.against} {n / old_s:.1f} views/s, ratio {old_s / new:.2f}x")
 
 
 if __name__ == "__main__":

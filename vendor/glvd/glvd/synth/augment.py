@@ -50,12 +50,10 @@ def color_jitter(img: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) ->
     s = _u(gen, n, 1 - cfg.saturation, 1 + cfg.saturation).to(dev).view(n, 1, 1, 1)
     wb = (1 + cfg.white_balance * (2 * torch.rand(n, 3, generator=gen) - 1)).to(dev).view(n, 3, 1, 1)
     g = _u(gen, n, *cfg.gamma).to(dev).view(n, 1, 1, 1)
-    img = img * b * wb
-    mean = img.mean(dim=(1, 2, 3), keepdim=True)
-    img = (img - mean) * c + mean
-    grey = img.mean(1, keepdim=True)
-    img = (img - grey) * s + grey
-    return img.clamp(0, 1) ** g
+    img = img * (b * wb)  # one pass per step: lerp(m, x, c) = (x - m) * c + m
+    img = torch.lerp(img.mean(dim=(1, 2, 3), keepdim=True).expand_as(img), img, c)
+    img = torch.lerp(img.mean(1, keepdim=True).expand_as(img), img, s)
+    return img.clamp_(0, 1).pow_(g)
 
 
 def gaussian_blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -96,8 +94,9 @@ def augment(img: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> torc
     # optics: defocus / motion-free blur
     on = torch.rand(n, generator=gen) < cfg.blur_prob
     sig = _u(gen, n, *cfg.blur_sigma) * on
-    if bool(on.any()):
-        img = gaussian_blur(img, sig)
+    blurred = on.nonzero(as_tuple=True)[0].to(dev)
+    if blurred.numel():  # only the images drawn for it (sigma 0 leaves an image as it was anyway)
+        img = img.index_copy(0, blurred, gaussian_blur(img.index_select(0, blurred), sig.to(dev)[blurred]))
     # low resolution (small faces in big photos, upscaled by the crop)
     lr = torch.rand(n, generator=gen) < cfg.lowres_prob
     fac = _u(gen, n, *cfg.lowres_factor)

@@ -119,11 +119,17 @@ class Backgrounds:
 
     def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """Fractal (1/f-like) colour noise."""
-        acc = torch.zeros(n, 3, self.size, self.size)
+        # octaves summed at 64 px and upsampled once (six bicubic upsamplings to S cost 5x more)
+        top = min(64, self.size)
+        acc = torch.zeros(n, 3, top, top)
         amp = 1.0
         for res in (2, 4, 8, 16, 32, 64):
-            acc = acc + amp * self._lowfreq(n, gen, 3, res)
+            g = torch.randn(n, 3, res, res, generator=gen)
+            acc = acc + amp * (g if res == top else F.interpolate(g, size=(top, top), mode="bicubic",
+                                                                  align_corners=False))
             amp *= 0.55
+        if top != self.size:
+            acc = F.interpolate(acc, size=(self.size, self.size), mode="bicubic", align_corners=False)
         base = torch.rand(n, 3, 1, 1, generator=gen)
         contrast = 0.05 + 0.2 * torch.rand(n, 1, 1, 1, generator=gen)
         return base + contrast * acc

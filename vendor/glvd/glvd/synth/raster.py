@@ -173,8 +173,12 @@ def _visibility(
             col[:3].masked_fill_((ox[:, None] >= nxk[None, sl])[None], -1e30)
         if h > 4:
             row[:3].masked_fill_((oy[:, None] >= nyk[None, sl])[None], -1e30)
-        e = row[:3, :, None, :] + col[:3, None, :, :]  # (3, h, w, T)
-        inside = torch.minimum(torch.minimum(e[0], e[1]), e[2]) >= 0  # (h, w, T)
+        # inside = min of the three edge functions >= 0, in two (h, w, T) buffers instead of a (3, h, w, T)
+        m = row[0, :, None] + col[0, None]
+        e = torch.empty_like(m)
+        for i in (1, 2):
+            torch.minimum(m, torch.add(row[i, :, None], col[i, None], out=e), out=m)
+        inside = m >= 0  # (h, w, T)
         idx = inside.view(-1).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
@@ -223,7 +227,7 @@ def rasterize(
         verts = transform(verts, R, t)
     B = verts.shape[0]
     S = int(size)
-    tris = tris.to(verts.device).long()
+    tris = tris.to(verts.device).long().contiguous()  # row gathers below are slow on column-major
     uv = project(verts, K)
     z = verts[..., 2]
     ids = _visibility(uv.detach(), z.detach(), tris, S, cull_backfaces, near)  # (B, S*S)

@@ -120,6 +120,23 @@ def euler_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> 
     return Rz @ Rx @ Ry
 
 
+def box3(x: torch.Tensor) -> torch.Tensor:
+    """Mean over each pixel's 3x3 neighbourhood inside the image, ``(n, C, H, W)``.
+
+    The same as ``avg_pool2d(x, 3, 1, 1, count_include_pad=False)`` as two separable sums of shifted
+    views: a third of its time on the CPU, where the pooling kernel is slow for 3-channel images.
+    """
+    p = F.pad(x, (1, 1, 1, 1))
+    s = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    s = s[..., :-2] + s[..., 1:-1] + s[..., 2:]
+    H, W = x.shape[-2:]
+    ones = x.new_ones(1, 1, H, W)
+    count = F.pad(ones, (1, 1, 1, 1))
+    count = count[..., :-2, :] + count[..., 1:-1, :] + count[..., 2:, :]
+    count = count[..., :-2] + count[..., 1:-1] + count[..., 2:]
+    return s / count
+
+
 class SyntheticFaces:
     """Generator of rendered, cropped, augmented face views with ground truth.
 
@@ -316,8 +333,8 @@ class SyntheticFaces:
         alpha = mask[:, None].float()
         if c.antialias_edges:
             # soften the 1-pixel silhouette (premultiplied 3x3 box) where coverage is partial
-            ab = F.avg_pool2d(alpha, 3, 1, 1, count_include_pad=False)
-            fb = F.avg_pool2d(face * alpha, 3, 1, 1, count_include_pad=False)
+            ab = box3(alpha)
+            fb = box3(face * alpha)
             edge = (ab > 0) & (ab < 1)
             img = torch.where(edge, fb + (1 - ab) * bg, face * alpha + (1 - alpha) * bg)
         else:

@@ -147,3 +147,34 @@ def test_empty_and_offscreen():
     assert not bool(fr.mask.any()) and fr.bary.shape == (1, S, S, 3)
     v, t = _quad(10, 11, 10, 11, 2.0)  # outside the image
     assert not bool(rasterize(v, t, _K(20.0, S), S).mask.any())
+
+
+def test_fast_paths_match_their_plain_definitions():
+    """The speed-ups of the renderer compute what the plain formulas do (session 10)."""
+    from glvd.synth.sampler import box3
+    from glvd.synth.shading import shade_vertices
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 7, generator=g)
+    assert torch.allclose(box3(x), torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), atol=1e-6)
+    # vertex normals: the vertex-major no-grad path and the differentiable one
+    verts, tris = _uv_sphere(0.5, (0.1, -0.2, 3.0), rows=8, cols=16)
+    verts = torch.cat([verts, verts * 1.1])
+    tris_cm = tris.t().contiguous().t()  # a column-major table, as numpy fancy indexing can give
+    plain = vertex_normals(verts.clone().requires_grad_(True), tris).detach()
+    assert torch.allclose(vertex_normals(verts, tris_cm), plain, atol=1e-5)
+    # Blinn-Phong without half vectors against the half-vector formula
+    n, vc = plain, verts
+    L = torch.nn.functional.normalize(torch.randn(2, 2, 3, generator=g), dim=-1)
+    lights = Lights(torch.rand(2, 3, generator=g), L, torch.rand(2, 2, 3, generator=g), torch.rand(2, generator=g),
+                    torch.tensor([8.0, 40.0]))
+    view = -torch.nn.functional.normalize(vc, dim=-1)
+    h = torch.nn.functional.normalize(L[:, None] + view[:, :, None], dim=-1)
+    ndl = torch.einsum("bnc,blc->bnl", n, L).clamp(min=0)
+    ndh = (n[:, :, None] * h).sum(-1).clamp(min=1e-6)
+    shin = lights.shininess[:, None, None]
+    spec = ndh**shin * (ndl > 0) * ((shin + 8) / (8 * math.pi))
+    albedo = torch.rand(2, n.shape[1], 3, generator=g)
+    want = (albedo * (lights.ambient[:, None] + torch.einsum("bnl,blc->bnc", ndl, lights.colors))
+            + lights.specular[:, None, None] * torch.einsum("bnl,blc->bnc", spec, lights.colors))
+    assert torch.allclose(shade_vertices(albedo, n, lights, verts_cam=vc), want, atol=1e-4)

@@ -135,3 +135,30 @@ def test_an_old_model_widened_with_the_offset_input_computes_the_same(tmp_path):
     with torch.no_grad():
         new.vertices.rel.weight[:, -3:].normal_(std=1.0)
     assert not torch.allclose(_run(new, images, cams)[0], _run(old, images, cams)[0])
+
+
+def test_inference_fast_path_matches_the_differentiable_one(tmp_path):
+    """Without gradients the vertex module samples through one weighted embedding bag
+    (glvd.pooled_sampling); with them through grid_sample. Both must give the same descent."""
+    from glvd.model import sample_maps_channels_first
+    from glvd.pooled_sampling import pooled_samples
+
+    g = torch.Generator().manual_seed(0)
+    for B, V, size in ((1, 1, 64), (2, 3, 64), (1, 2, 48)):
+        maps = torch.randn(B * V, 5, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+        uv = torch.rand(B, V, 40, 2, generator=g) * (size + 20) - 10  # some outside the crop: border clamp
+        w = torch.softmax(torch.randn(B, V, 40, generator=g), 1)
+        feat = sample_maps_channels_first(maps, uv, size)  # (B, V, C, P)
+        want = feat[:, 0] if V == 1 else (feat * w[:, :, None]).sum(1)
+        got = pooled_samples(maps, uv, size, None if V == 1 else w)
+        torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-5, rtol=1e-5)
+    model = small_model(tiny_kit(tmp_path))
+    S = SMALL.image_size
+    for V in (1, 3):
+        images = torch.rand(2, V, 3, S, S, generator=g)
+        cams = frontal_cameras(2, V, S)
+        fast, _ = _run(model, images, cams)
+        with torch.enable_grad():
+            slow, _ = model.descend(model.encode(images), cams, 3)
+        assert (fast[:, -1] - fast[:, 0]).abs().max() > 0
+        torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)

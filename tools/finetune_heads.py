@@ -63,7 +63,7 @@ def _chunk_inputs(model, c: dict, gen: torch.Generator, subset: int, true_camera
     B, V = c["gt"].shape[0], c["views"]
     feats = FeatureMaps(maps=[], global_=c["v_global"], batch=B, views=V, size=model.cfg.image_size)
     prep = {"kp": {"map": c["kp_map"], "global": c["kp_global"]},
-            "v": {"map": c["v_map"], "global": c["v_global"], "embed_t": model.vertices.vertex_embed.t()}}
+            "v": {"map": c["v_map"], "global": c["v_global"]}}
     cams = Cameras(c["K"], c["R"], c["t"])
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(c["K"], c["R_p"], c["t_p"])

@@ -20,6 +20,8 @@ import tarfile
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +38,18 @@ def import_revision(rev: str, into: Path, name: str = "glvd_old"):
     (into / PACKAGE).rename(into / name)
     sys.path.insert(0, str(into))
     return importlib.import_module(name)
+
+
+def alternating_medians(calls: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each call over ``runs`` rounds that call them in turn, after ``warmup`` rounds."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(warmup + runs):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return [statistics.median(times[k]) for k in calls]
 
 
 def main() -> None:
@@ -65,16 +79,12 @@ def main() -> None:
             for V in a.views:
                 imgs = torch.rand(1, V, 3, S, S, generator=torch.Generator().manual_seed(V))
                 K = default_intrinsics(S, S, focal_ratio=2.0).expand(1, V, 3, 3)
-                times: dict[str, list[float]] = {k: [] for k in models}
-                for i in range(a.runs + 2):
-                    for name, m in models.items():
-                        t = time.perf_counter()
-                        f = m.encode(imgs)
-                        m.descend(f, m.estimate_cameras(f, K))
-                        if i >= 2:  # warm-up
-                            times[name].append((time.perf_counter() - t) * 1000)
-                new, old_ms = (statistics.median(times[k]) for k in models)
-                print(f"{V:5d}  {new:18.1f}  {old_ms:18.1f}  {old_ms / new:.2f}x")
+                def run(m, imgs=imgs, K=K):
+                    f = m.encode(imgs)
+                    m.descend(f, m.estimate_cameras(f, K))
+
+                new, old_s = alternating_medians({k: partial(run, m) for k, m in models.items()}, a.runs)
+                print(f"{V:5d}  {new * 1000:18.1f}  {old_s * 1000:18.1f}  {old_s / new:.2f}x")
 
 
 if __name__ == "__main__":

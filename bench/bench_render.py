@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -124,24 +125,19 @@ def main() -> None:
 
 def against(args, cfg: SynthConfig, n: int) -> None:
     """Median ``sample`` time of this checkout and of ``args.against``, their calls alternating."""
-    from bench_against import import_revision
+    from bench_against import alternating_medians, import_revision
 
     with tempfile.TemporaryDirectory() as tmp:
         old = import_revision(args.against, Path(tmp))
         old_synth = importlib.import_module(f"{old.__name__}.synth")
         kit = args.kit or str(default_kit_path())  # the extracted copy would look beside itself
-        gens = {"this checkout": SyntheticFaces(kit_path=args.kit, config=cfg, seed=0),
-                args.against: old_synth.SyntheticFaces(kit_path=kit, config=old_synth.SynthConfig(
-                    image_size=args.size, augment=not args.no_augment), seed=0)}
-        times: dict[str, list[float]] = {k: [] for k in gens}
-        for i in range(2 * args.repeats + 1):
-            for name, g in gens.items():
-                t0 = time.perf_counter()
-                g.sample(args.batch, args.views)
-                if i:  # the first round warms up
-                    times[name].append(time.perf_counter() - t0)
-        new, old_s = (statistics.median(times[k]) for k in gens)
-        print(f"against {args.against} ({2 * args.repeats} alternating calls each): this checkout "
+        gens = [SyntheticFaces(kit_path=kit, config=cfg, seed=0),
+                old_synth.SyntheticFaces(kit_path=kit, config=old_synth.SynthConfig(
+                    image_size=args.size, augment=not args.no_augment), seed=0)]
+        runs = 2 * args.repeats
+        new, old_s = alternating_medians({str(i): partial(g.sample, args.batch, args.views)
+                                          for i, g in enumerate(gens)}, runs, warmup=1)
+        print(f"against {args.against} ({runs} alternating calls each): this checkout "
               f"{n / new:.1f} views/s, {args.against} {n / old_s:.1f} views/s, ratio {old_s / new:.2f}x")
 
 

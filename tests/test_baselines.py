@@ -11,13 +11,12 @@ from runtime_fixtures import tiny_kit
 
 from glvd.baselines import (
     FaceModel,
-    axis_angle_to_matrix,
     fit_analysis_by_synthesis,
     fit_landmarks_3dmm,
     mediapipe_correspondence,
     project,
 )
-from glvd.cameras import FRONTAL_R, euler_to_matrix
+from glvd.cameras import FRONTAL_R, axis_angle_to_matrix, euler_to_matrix
 from glvd.landmarks_map import MEDIAPIPE_TO_68
 from glvd.metrics import vertex_error_mm
 from glvd.synth import HeadModel

@@ -140,7 +140,7 @@ def test_an_old_model_widened_with_the_offset_input_computes_the_same(tmp_path):
 def test_inference_fast_path_matches_the_differentiable_one(tmp_path):
     """Without gradients the vertex module samples through one weighted embedding bag
     (glvd.pooled_sampling); with them through grid_sample. Both must give the same descent."""
-    from glvd.model import sample_maps_channels_first
+    from glvd.sampling import sample_maps_channels_first
     from glvd.pooled_sampling import pooled_samples
 
     g = torch.Generator().manual_seed(0)

@@ -9,7 +9,8 @@ splits its error on held-out renders of the training distribution (3 views per f
   reconstruction: what the 3D shape alone costs;
 - PnP with MediaPipe's 468 points matched to the ICT surface through its canonical mesh (as the
   evaluation's MediaPipe rows do), outer contour left out: no 68-landmark convention in between;
-- the camera head and the photo path itself.
+- the camera head, its refiner (``glvd.camera_refine``) and the photo path itself, with and
+  without the refiner.
 
 Each error is the rotation ``R_true^T R_est`` as a rotation vector in the head frame (x: pitch,
 y: yaw, z: roll): its median angle, its mean (a bias the landmark definitions would cause) and
@@ -37,7 +38,7 @@ from glvd.baselines import (  # noqa: E402
     mediapipe_correspondence,
     read_obj_vertices,
 )
-from glvd.cameras import head_yaw_deg  # noqa: E402
+from glvd.cameras import Cameras, head_yaw_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
 from glvd.pose import INNER, descend_with_landmark_cameras, solve_pnp  # noqa: E402
@@ -64,7 +65,11 @@ def face_oval_ids() -> list[int]:
 
 ROWS = (
     ("head", "camera head"),
-    ("photo", "photo path (`glvd.pose`: the head's rotation where it puts the yaw at 45 deg or more)"),
+    ("refined", "camera head + refiner on the template (`estimate_cameras`)"),
+    ("refined_final", "... + refiner again on the reconstruction"),
+    ("photo", "photo path (`glvd.pose`: the head's rotation where it puts the yaw at 45 deg or more; "
+              "the refiner after each PnP pass when the model has one)"),
+    ("photo_no_refiner", "photo path without the refiner (until session 11)"),
     ("photo_all_pnp", "photo path with PnP on every view MediaPipe found (until session 7)"),
     ("51_mp_truth", "PnP 51 landmarks, MediaPipe 2D, true shape"),
     ("51_gt_template", "PnP 51 landmarks, exact 2D, template"),
@@ -86,20 +91,28 @@ def measure(model, s: dict, corr, use: np.ndarray, mp) -> tuple[dict[str, list],
     for f in range(s["images"].shape[0]):
         img, K, R = s["images"][f], s["K"][f], s["R"][f]
         feats = model.encode(img[None])
-        est = model.estimate_cameras(feats, K[None])
+        prep = model.prepare(feats)
+        R_h, t_h, _ = model.camera_head(feats, K[None])
+        head = Cameras(K[None], R_h, t_h)
+        est = model.estimate_cameras(feats, K[None], prep)
+        refined_final = model.refine_cameras(prep, feats, est, model.descend(feats, est, prep=prep)[0][:, -1])
         dense = [mp(img[v]) for v in range(VIEWS)]
         lm68 = [None if d is None else mediapipe_to_68(d[:, :2]) for d in dense]
         xs, _, cams, _ = descend_with_landmark_cameras(model, feats, est, lm68)
+        cams_plain = descend_with_landmark_cameras(model, feats, head, lm68, refine=False)[2]
         # the photo path as it was until session 7: PnP on every view with landmarks, whatever its yaw
-        cams_all = descend_with_landmark_cameras(model, feats, est, lm68, keep_rotation=[False] * VIEWS)[2]
+        cams_all = descend_with_landmark_cameras(model, feats, head, lm68, keep_rotation=[False] * VIEWS,
+                                                 refine=False)[2]
         shapes = {"truth": s["vertices"][f].numpy().astype(np.float64), "template": tpl,
                   "final": xs[0, -1].numpy().astype(np.float64)}
         yaw = head_yaw_deg(R).tolist()
         for v in range(VIEWS):
             Kv, Rt = K[v].numpy(), R[v].numpy()
-            guess = (est.R[0, v].numpy(), est.t[0, v].numpy())
-            found = {"head": est.R[0, v].numpy(), "photo": cams.R[0, v].numpy(),
-                     "photo_all_pnp": cams_all.R[0, v].numpy()}
+            guess = (head.R[0, v].numpy(), head.t[0, v].numpy())
+            found = {"head": head.R[0, v].numpy(), "photo": cams.R[0, v].numpy(),
+                     "photo_no_refiner": cams_plain.R[0, v].numpy(), "photo_all_pnp": cams_all.R[0, v].numpy()}
+            if model.camera_refiner is not None:
+                found.update(refined=est.R[0, v].numpy(), refined_final=refined_final.R[0, v].numpy())
             exact = s["landmarks2d"][f, v].numpy().astype(np.float64)
             for name in ("template", "final"):
                 sol = solve_pnp(shapes[name][lm_ids][INNER], exact[INNER], Kv, guess)
@@ -163,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
               "| cameras | " + " | ".join(f"yaw {lo}-{hi} deg" for lo, hi in YAW_BINS) + " |",
               "|---|" + "---|" * len(YAW_BINS)]
     for key, label in ROWS:
-        if key not in ("head", "photo", "photo_all_pnp", "51_mp_truth", "468_mp_truth"):
+        if key not in ("head", "refined", "refined_final", "photo", "photo_no_refiner", "photo_all_pnp", "51_mp_truth",
+                       "468_mp_truth"):
             continue
         e, y = np.asarray(errs[key]).reshape(-1, 3), np.asarray(yaws[key])
         ang = np.linalg.norm(e, axis=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cameras import axis_angle_to_matrix
 from .landmarks_map import mediapipe_to_68
 from .metrics import similarity_align
 from .pose import pnp_cameras
@@ -68,21 +69,6 @@ class FaceModel:
                 "e,enc->nc", beta, self.expression)
         return (self.mean[ids] + torch.einsum("i,inc->nc", alpha, self.identity[:, ids])
                 + torch.einsum("e,enc->nc", beta, self.expression[:, ids]))
-
-
-def axis_angle_to_matrix(w: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: ``(..., 3)`` axis-angle -> ``(..., 3, 3)``; smooth at zero (for Jacobians)."""
-    theta2 = (w * w).sum(-1, keepdim=True)
-    theta = torch.sqrt(theta2 + 1e-20)
-    # sin(t)/t and (1-cos(t))/t^2 with their Taylor series near zero
-    small = theta2 < 1e-8
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-30))
-    x, y, z = w.unbind(-1)
-    o = torch.zeros_like(x)
-    Kx = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*w.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(Kx)
-    return eye + a[..., None] * Kx + b[..., None] * (Kx @ Kx)
 
 
 def project(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,21 @@ def matrix_to_rotation_6d(R: torch.Tensor) -> torch.Tensor:
     return R[..., :2, :].reshape(*R.shape[:-2], 6)
 
 
+def axis_angle_to_matrix(w: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: ``(..., 3)`` axis-angle -> ``(..., 3, 3)``; smooth at zero (for Jacobians)."""
+    theta2 = (w * w).sum(-1, keepdim=True)
+    theta = torch.sqrt(theta2 + 1e-20)
+    # sin(t)/t and (1-cos(t))/t^2 with their Taylor series near zero
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-30))
+    x, y, z = w.unbind(-1)
+    o = torch.zeros_like(x)
+    Kx = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*w.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(Kx)
+    return eye + a[..., None] * Kx + b[..., None] * (Kx @ Kx)
+
+
 def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """Head rotation in the head frame from yaw (about y), pitch (about x), roll (about z), radians.
 

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .camera_refine import CameraRefiner
 from .cameras import FRONTAL_R, Cameras, matrix_to_rotation_6d, rotation_6d_to_matrix
 from .encoder import FeatureMaps, ImageEncoder
 from .errors import Cancelled
 from .pooled_sampling import pooled_samples
+from .sampling import sample_maps, sample_maps_channels_first
 from .topology import Template, nearest_keypoints, quad_corner_operator, vertex_normals
 
 #: metres per unit of network output (displacements are predicted in cm)
@@ -50,6 +52,8 @@ class ModelConfig:
     # the vertex field also sees how far each vertex already is from its template position, so
     # it can stop there (without it, repeated steps kept moving the same way: drift after step 1-4)
     offset_input: bool = True
+    # a camera refiner (glvd.camera_refine) reads where the keypoints are and corrects each view's camera
+    camera_refiner: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,27 +65,8 @@ class ModelConfig:
         d = dict(d)
         d["encoder_widths"] = tuple(d["encoder_widths"])
         d.setdefault("offset_input", False)  # checkpoints from before the option had no such input
+        d.setdefault("camera_refiner", False)
         return cls(**d)
-
-
-def sample_maps(maps: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear samples of per-view maps at pixel positions.
-
-    Args:
-        maps: ``(B*V, C, H, W)``.
-        uv: ``(B, V, P, 2)`` pixels of an ``size``-square crop.
-    Returns:
-        ``(B, V, P, C)``.
-    """
-    return sample_maps_channels_first(maps, uv, size).transpose(-1, -2)
-
-
-def sample_maps_channels_first(maps: torch.Tensor, uv: torch.Tensor, size: int) -> torch.Tensor:
-    """:func:`sample_maps` in grid_sample's own layout, ``(B, V, C, P)`` (a view of its output)."""
-    B, V, P, _ = uv.shape
-    grid = (uv / size * 2.0 - 1.0).reshape(B * V, P, 1, 2)
-    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.reshape(B, V, -1, P)
 
 
 def fuse_maps(maps: list[torch.Tensor], combine: str = "sum") -> torch.Tensor:
@@ -307,6 +292,10 @@ class GLVD(nn.Module):
         self.camera_head = CameraHead(gc)
         self.keypoints = KeypointModule(cfg, fc, gc, len(kp_ids)) if cfg.guidance else None
         self.vertices = VertexModule(cfg, fc, gc, template.num_vertices, nbr)
+        self.camera_refiner = None
+        if cfg.camera_refiner and self.keypoints is not None:  # it reads the keypoint module's map
+            self.camera_refiner = CameraRefiner(cfg.kp_feat * len(fc), self.keypoints.global_proj.out_features,
+                                                len(kp_ids))
 
     def load_state_dict_widening(self, state: dict) -> None:
         """Load weights of a model without ``offset_input`` into one with it (the new input starts at zero).
@@ -326,9 +315,25 @@ class GLVD(nn.Module):
         maps, g = self.encoder(images.flatten(0, 1))
         return FeatureMaps(maps=maps, global_=g, batch=B, views=V, size=images.shape[-1])
 
-    def estimate_cameras(self, feats: FeatureMaps, K: torch.Tensor) -> Cameras:
+    def estimate_cameras(self, feats: FeatureMaps, K: torch.Tensor, prep: dict | None = None) -> Cameras:
+        """The camera head's cameras, refined on the template's keypoints when the model has a refiner
+        (then ``prep``, :meth:`prepare`'s output, saves computing the keypoint map twice)."""
         R, t, _ = self.camera_head(feats, K)
-        return Cameras(K, R, t)
+        cams = Cameras(K, R, t)
+        if self.camera_refiner is None:
+            return cams
+        prep = self.prepare(feats) if prep is None else prep
+        return self.refine_cameras(prep, feats, cams)
+
+    def refine_cameras(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor | None = None) -> Cameras:
+        """Cameras corrected by the refiner, on the keypoints of ``x (B, N, 3)`` (default: the template)."""
+        if self.camera_refiner is None:
+            return cams
+        if x is None:
+            x = self.template_vertices[None].expand(cams.batch, -1, -1)
+        normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
+        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, x[:, self.keypoint_ids],
+                                   normals, feats.size)
 
     def prepare(self, feats: FeatureMaps) -> dict:
         """Per-call projections of the feature maps, shared by all steps."""
@@ -347,10 +352,8 @@ class GLVD(nn.Module):
         Returns:
             new vertices ``(B, N|P, 3)`` and new keypoints ``(B, K, 3)``.
         """
-        if self._corner_op.device != x.device:
-            self._corner_op = self._corner_op.to(x.device)
         # normals only weight the views against each other: one view needs none
-        normals = vertex_normals(x, self.quads, self._corner_op) if cams.views > 1 else None
+        normals = vertex_normals(x, self.quads, self._corner_op_on(x.device)) if cams.views > 1 else None
         if self.keypoints is not None:
             kp_t = self.template_vertices[self.keypoint_ids][None]
             kp_n = None if normals is None else normals[:, self.keypoint_ids]
@@ -361,6 +364,11 @@ class GLVD(nn.Module):
             kp = x_new[:, self.keypoint_ids] if idx is None else kp
         return x_new, kp
 
+    def _corner_op_on(self, device: torch.device) -> torch.Tensor:
+        if self._corner_op.device != device:
+            self._corner_op = self._corner_op.to(device)
+        return self._corner_op
+
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting template and its keypoints, ``(B, N, 3)`` and ``(B, K, 3)``."""
         x0 = self.template_vertices[None].expand(batch, -1, -1).clone()
@@ -369,8 +377,8 @@ class GLVD(nn.Module):
     def descend(self, feats: FeatureMaps, cams: Cameras, steps: int | None = None,
                 x0: torch.Tensor | None = None,
                 on_step: Callable[[int, torch.Tensor], None] | None = None,
-                cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the descent.
+                cancel: CancelToken | None = None, prep: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the descent (``prep``: :meth:`prepare`'s output when the caller already has it).
 
         Returns:
             ``verts (B, T+1, N, 3)`` and ``keypoints (B, T+1, K, 3)``; index 0 is the start.
@@ -379,7 +387,7 @@ class GLVD(nn.Module):
         x, kp = self.initial_state(feats.batch)
         if x0 is not None:
             x, kp = x0, x0[:, self.keypoint_ids]
-        prep = self.prepare(feats)
+        prep = self.prepare(feats) if prep is None else prep
         xs, kps = [x], [kp]
         for i in range(steps):
             if cancel is not None and cancel.is_set():

@@ -1,0 +1,127 @@
+"""Camera refinement: each view's camera corrected by where its image shows the keypoints.
+
+The camera head reads a view's pose from one pooled feature vector and is 9-10 deg off (median,
+docs/camera_budget.md), while PnP on exact 2D landmarks is within 3 deg even with the template's
+shape. The refiner reads the keypoint module's pixel-aligned features at each keypoint's projection,
+predicts where that keypoint really lies in the image (a 2D offset) and how far to trust it, and
+solves the weighted reprojection problem for a small rotation and translation of the camera
+(Gauss-Newton, differentiable, so the trust weights learn from the camera error). A few rounds of
+it move the cameras the way the descent moves the vertices: read, correct, read again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cameras import Cameras, axis_angle_to_matrix
+from .sampling import sample_maps
+
+#: keypoint positions are fed in decimetres (as the fields' inputs are), so they are of order 1
+POSITION_SCALE = 10.0
+#: the MLP's offset output is in tenths of the crop (one unit = 12.8 px at 128 px), so offsets are of order 1
+OFFSET_SCALE = 0.1
+#: softplus(this) = 1: every keypoint starts with the same trust
+_UNIT_TRUST = 0.5413
+
+
+class CameraRefiner(nn.Module):
+    """Refines per-view cameras from the keypoint module's feature map.
+
+    Starts as the identity (its last layer is zero: no offsets, equal trust), so a model that gains one
+    computes what it did before until the refiner is trained.
+    """
+
+    def __init__(self, feat_channels: int, global_channels: int, num_kp: int, hidden: int = 128,
+                 embed: int = 16, rounds: int = 3, solver_iterations: int = 2) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.solver_iterations = solver_iterations
+        self.embed = nn.Parameter(torch.randn(num_kp, embed) * 0.1)
+        # sampled features, keypoint identity, the view's global feature, the keypoint's rotated
+        # position (shows the pose), its pixel position, and whether it faces the camera
+        cin = feat_channels + embed + global_channels + 3 + 2 + 1
+        self.mlp = nn.Sequential(
+            nn.Linear(cin, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, 3),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def observe(self, kp_map: torch.Tensor, kp_global: torch.Tensor, cams: Cameras, points: torch.Tensor,
+                normals: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each keypoint lies in each view, and the trust in that.
+
+        Args:
+            kp_map: ``(B*V, C, H, W)`` the keypoint module's prepared map; kp_global: ``(B*V, G)``.
+            points, normals: ``(B, K, 3)`` the face's keypoints (head frame) and their normals.
+        Returns:
+            ``uv (B, V, K, 2)`` pixels of the crop and ``trust (B, V, K)`` (positive).
+        """
+        B, V = cams.batch, cams.views
+        Kn = points.shape[1]
+        uv, _ = cams.project(points)
+        feat = sample_maps(kp_map, uv, size)
+        rotated = torch.einsum("bvij,bkj->bvki", cams.R, points - points.mean(1, keepdim=True)) * POSITION_SCALE
+        facing = -torch.einsum("bvj,bkj->bvk", cams.R[:, :, 2], normals)[..., None]  # the camera looks along +z
+        g = kp_global.reshape(B, V, 1, -1).expand(B, V, Kn, -1)
+        emb = self.embed[None, None].expand(B, V, Kn, -1)
+        h = torch.cat([feat, emb, g, rotated, uv / size * 2.0 - 1.0, facing], -1)
+        out = self.mlp(h)
+        return uv + out[..., :2] * (OFFSET_SCALE * size), F.softplus(out[..., 2] + _UNIT_TRUST)
+
+    def forward(self, kp_map: torch.Tensor, kp_global: torch.Tensor, cams: Cameras, points: torch.Tensor,
+                normals: torch.Tensor, size: int) -> Cameras:
+        """``rounds`` of observe-and-solve (arguments as :meth:`observe`); the refined cameras."""
+        return self.trace(kp_map, kp_global, cams, points, normals, size)[0]
+
+    def trace(self, kp_map: torch.Tensor, kp_global: torch.Tensor, cams: Cameras, points: torch.Tensor,
+              normals: torch.Tensor, size: int) -> tuple[Cameras, list[torch.Tensor], list[Cameras]]:
+        """:meth:`forward` with every round's observed keypoint pixels ``(B, V, K, 2)`` and cameras (training)."""
+        observed, rounds = [], []
+        for _ in range(self.rounds):
+            uv, trust = self.observe(kp_map, kp_global, cams, points, normals, size)
+            cams = solve_pose_update(points, uv, trust, cams, self.solver_iterations)
+            observed.append(uv)
+            rounds.append(cams)
+        return cams, observed, rounds
+
+
+def solve_pose_update(points: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cams: Cameras,
+                      iterations: int = 2, damping: float = 1e-2) -> Cameras:
+    """Damped Gauss-Newton on each view's weighted reprojection error (differentiable).
+
+    The update is a rotation ``w`` about the camera's centre and a shift ``d``:
+    ``X_cam <- exp([w]) (R X) + t + d``, i.e. ``R <- exp([w]) R``, ``t <- t + d``.
+
+    Args:
+        points: ``(B, K, 3)`` head frame; target: ``(B, V, K, 2)`` pixels; weight: ``(B, V, K)``.
+        damping: Levenberg-Marquardt, relative to the normal matrix's diagonal (keeps a view with few
+            trusted points, or a depth the points barely constrain, from jumping).
+    """
+    K, R, t = cams.K, cams.R, cams.t
+    fx, fy = K[..., 0, 0][..., None], K[..., 1, 1][..., None]
+    cx, cy = K[..., 0, 2][..., None], K[..., 1, 2][..., None]
+    for _ in range(iterations):
+        Rp = torch.einsum("bvij,bkj->bvki", R, points)  # (B,V,K,3)
+        pc = Rp + t[:, :, None]
+        x, y = pc[..., 0], pc[..., 1]
+        z = pc[..., 2].clamp(min=1e-3)
+        resid = target - torch.stack([fx * x / z + cx, fy * y / z + cy], -1)  # (B,V,K,2)
+        zero = torch.zeros_like(z)
+        # d(u, v) / d X_cam, (B,V,K,2,3)
+        J_pc = torch.stack([torch.stack([fx / z, zero, -fx * x / (z * z)], -1),
+                            torch.stack([zero, fy / z, -fy * y / (z * z)], -1)], -2)
+        # a . (w x p) = w . (p x a): the rotation columns are p x a for each row a of J_pc
+        J_w = torch.cross(Rp[..., None, :].expand_as(J_pc), J_pc, dim=-1)
+        J = torch.cat([J_w, J_pc], -1)  # (B,V,K,2,6)
+        H = torch.einsum("bvkri,bvkrj,bvk->bvij", J, J, weight)
+        g = torch.einsum("bvkri,bvkr,bvk->bvi", J, resid, weight)
+        diag = H.diagonal(dim1=-2, dim2=-1)
+        H = H + torch.diag_embed(damping * diag + 1e-9)
+        delta = torch.linalg.solve(H, g[..., None])[..., 0]  # (B,V,6)
+        R = axis_angle_to_matrix(delta[..., :3]) @ R
+        t = t + delta[..., 3:]
+    return Cameras(K, R, t)

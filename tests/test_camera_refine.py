@@ -130,3 +130,36 @@ def test_refiner_training_on_cached_features_lowers_the_camera_error(tmp_path):
     assert loss() < 0.8 * before
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.encoder.parameters(), strict=True))
     assert math.isfinite(before)
+
+
+@torch.no_grad()
+def test_photo_path_refines_after_the_descent_and_after_landmark_pnp(tmp_path):
+    """With a refiner the photo path returns the cameras refined on the result; refine=False skips it."""
+    from dataclasses import replace
+
+    from glvd.model import GLVD
+    from glvd.pose import FROM_LANDMARKS, descend_with_landmark_cameras
+
+    plain = small_model(tiny_kit(tmp_path))
+    model = GLVD(replace(SMALL, camera_refiner=True), plain.template).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    torch.nn.init.normal_(model.camera_refiner.mlp[-1].weight, std=0.05)
+    feats = model.encode(torch.rand(1, 2, 3, SMALL.image_size, SMALL.image_size))
+    prep = model.prepare(feats)
+    est = model.estimate_cameras(feats, frontal_cameras(1, 2, SMALL.image_size).K, prep)
+    xs, _, cams, sources = descend_with_landmark_cameras(model, feats, est, [None, None], prep=prep)
+    assert sources == ["camera head", "camera head"]
+    # no landmarks: the descent ran with the estimate, the result refined the cameras once more
+    assert torch.equal(xs, model.descend(feats, est, prep=prep)[0])
+    again = model.refine_cameras(prep, feats, est, xs[:, -1])
+    assert torch.allclose(cams.R, again.R) and torch.allclose(cams.t, again.t)
+    assert not torch.allclose(cams.R, est.R)
+    _, _, plain_cams, _ = descend_with_landmark_cameras(model, feats, est, [None, None], refine=False)
+    assert torch.equal(plain_cams.R, est.R)
+    # landmarks of the template as the estimate sees it: PnP places the view, then the refiner moves it
+    lm = model.template.vertices[model.template.landmarks68]
+    uv, _ = est.project(torch.as_tensor(lm, dtype=torch.float32)[None])
+    _, _, placed, src = descend_with_landmark_cameras(model, feats, est, [uv[0, 0].numpy(), None], refine=False)
+    _, _, refined, _ = descend_with_landmark_cameras(model, feats, est, [uv[0, 0].numpy(), None])
+    assert src[0] == FROM_LANDMARKS
+    assert not torch.allclose(placed.R[0, 0], refined.R[0, 0])

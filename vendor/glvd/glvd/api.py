@@ -54,7 +54,8 @@ class Result:
     timings: dict[str, float]
     checkpoint: str
     trained: bool
-    # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"
+    # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"; with a
+    # checkpoint that has a camera refiner, every estimated camera is also refined (glvd.camera_refine)
     camera_sources: list[str] = field(default_factory=list)
     # per view: "given", "EXIF", "camera", "lens N mm" (lens_35mm) or "assumed: face 1.2 m away"
     focal_sources: list[str] = field(default_factory=list)
@@ -165,6 +166,7 @@ class Reconstructor:
         K_crop = torch.stack([v.K_crop for v in views])[None].to(dev)
         progress("encode", "encoding photos")
         feats = self.model.encode(crops)
+        prep = self.model.prepare(feats)  # the fields' and the camera refiner's projections of the maps
         if cameras is not None:
             K_img = torch.stack([torch.as_tensor(np.asarray(c["K"]), dtype=torch.float32) for c in cameras])
             R = torch.stack([torch.as_tensor(np.asarray(c["R"]), dtype=torch.float32) for c in cameras])[None]
@@ -175,7 +177,7 @@ class Reconstructor:
             cams = Cameras(Kc.to(dev), R.to(dev), t.to(dev))
             sources = ["given"] * len(views)
         else:
-            cams = self.model.estimate_cameras(feats, K_crop)
+            cams = self.model.estimate_cameras(feats, K_crop, prep)
             sources = None  # placed by landmarks below where the detector gave them
         t_enc = time.perf_counter()
 
@@ -188,9 +190,10 @@ class Reconstructor:
             warnings.simplefilter("ignore", UserWarning)
             if sources is None:
                 xs, kps, cams, sources = descend_with_landmark_cameras(
-                    self.model, feats, cams, [v.landmarks68_crop for v in views], steps, on_step=_step, cancel=cancel)
+                    self.model, feats, cams, [v.landmarks68_crop for v in views], steps, prep=prep, on_step=_step,
+                    cancel=cancel)
             else:
-                xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel)
+                xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel, prep=prep)
         t_desc = time.perf_counter()
         K_image = torch.stack([v.K_image for v in views]).to(dev)
         img_cams = Cameras(K_image[None], cams.R, cams.t)

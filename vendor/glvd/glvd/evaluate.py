@@ -180,17 +180,18 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     for _ in range(TIMING_REPEATS):  # deterministic: the same result each time; the median time is kept
         t0 = time.perf_counter()
         feats = model.encode(images[None])
-        est = model.estimate_cameras(feats, K[None])
+        prep = model.prepare(feats)
+        est = model.estimate_cameras(feats, K[None], prep)
         t_cams.append(time.perf_counter() - t0)
         # what the runtime does without a detector's landmarks (with a refiner: once more on the result)
-        xs_est, _, final, _ = descend_with_landmark_cameras(model, feats, est, no_landmarks, steps)
+        xs_est, _, final, _ = descend_with_landmark_cameras(model, feats, est, no_landmarks, steps, prep=prep)
         t_ests.append(time.perf_counter() - t0)
     t_cam, t_est = float(np.median(t_cams)), float(np.median(t_ests))
-    xs_true, _ = model.descend(feats, Cameras(K[None], R[None], t[None]), steps)
+    xs_true, _ = model.descend(feats, Cameras(K[None], R[None], t[None]), steps, prep=prep)
     out = {"est": xs_est[0], "true": xs_true[0], "R_est": final.R[0], "time": t_est, "time_cam": t_cam}
     if landmarks is not None:
         t1 = time.perf_counter()
-        xs_lmk, _, cams, sources = descend_with_landmark_cameras(model, feats, est, landmarks, steps)
+        xs_lmk, _, cams, sources = descend_with_landmark_cameras(model, feats, est, landmarks, steps, prep=prep)
         out.update(lmk=xs_lmk[0], R_lmk=cams.R[0], lmk_views=sum(s != FROM_HEAD for s in sources),
                    wide_views=sources.count(FROM_HEAD_AND_LANDMARKS),
                    time_lmk=t_cam + time.perf_counter() - t1)
@@ -400,6 +401,7 @@ def main(argv: list[str]) -> int:
         "lm2d_err_px": float(np.mean(lm2d_err)) if lm2d_err else None, "mp_note": mp_note,
         "corr": corr, "abs": None if a.skip_slow else (a.abs_samples, a.abs_steps), "total_s": total_s,
         "threads": a.threads, "surface_points": a.surface_points or None,
+        "refiner": model.camera_refiner is not None,
     }
     from .evaluate_consistency import identity_spread
 
@@ -558,13 +560,17 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "2 px noise (sigma 2 px): the idealised landmark fit.")
     if info["mp_note"]:
         w(f"- {info['mp_note']}")
-    w("- All methods get the true intrinsics K of the crop; cameras R, t are estimated (GLVD's camera head; PnP + "
-      "the fit for (b)/(c)) except in the 'true cameras' rows. 'Landmark cameras (photo path)' is what "
+    refined = info.get("refiner")
+    w("- All methods get the true intrinsics K of the crop; cameras R, t are estimated (GLVD's camera head"
+      + (", refined by its camera refiner on the template before the descent and on the result after it "
+         "(glvd.camera_refine)" if refined else "")
+      + "; PnP + the fit for (b)/(c)) except in the 'true cameras' rows. 'Landmark cameras (photo path)' is what "
       "`glvd.Reconstructor` does on photos: PnP of the template's 51 inner landmarks on MediaPipe's for every "
-      "view where MediaPipe found the face (the camera head elsewhere; where the camera head puts the yaw at "
-      f"{WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the rotation stays the "
-      "head's: docs/camera_budget.md), the descent, then PnP once more on the result (its rotation error is of "
-      "those final cameras).")
+      f"view where MediaPipe found the face (the {'refined ' if refined else ''}camera head elsewhere; where it "
+      f"puts the yaw at {WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the "
+      "rotation stays its own: docs/camera_budget.md), "
+      + ("the refiner, " if refined else "") + "the descent, then PnP once more on the result"
+      + (" and the refiner again" if refined else "") + " (its rotation error is of those final cameras).")
     if info["abs"]:
         w(f"- (c) runs on the first {info['abs'][0]} held-out faces only (per view count), {info['abs'][1]} Adam "
           "steps from the (b) fit; its time includes (b). GLVD is compared with it on the same faces.")
@@ -636,7 +642,8 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         w(f"| out-of-PCA: GLVD beats (b) ({V0} view) | GLVD {_fmt(g)} vs (b) {_fmt(b)} mm | {_target(g < b)} |")
     Vm = max(views)
     if Vm > 1:
-        for m, how in ((M_GLVD_LMK, "photo path: landmark PnP"), (M_GLVD_EST, "camera head")):
+        plus = " + refiner" if info.get("refiner") else ""
+        for m, how in ((M_GLVD_LMK, f"photo path: landmark PnP{plus}"), (M_GLVD_EST, f"camera head{plus}")):
             if not rot_err.get((ho, Vm, m)):
                 continue
             med = float(np.median(rot_err[(ho, Vm, m)]))

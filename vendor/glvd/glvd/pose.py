@@ -196,7 +196,8 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 
 
 def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None,
-                                  keep_rotation: list[bool] | None = None, refine: bool = True, **descend_kw):
+                                  keep_rotation: list[bool] | None = None, refine: bool = True,
+                                  prep: dict | None = None, **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
@@ -205,13 +206,14 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     view ``(68, 2)`` crop pixels or None; ``keep_rotation`` the views that keep the head's rotation
     (default: :func:`wide_yaw_views` of ``cams``, decided once for both PnP passes); ``refine``:
     with a model that has a camera refiner, run it after each PnP pass (on the template, then on
-    the result); ``descend_kw`` passed to ``model.descend`` (on_step, cancel).
+    the result); ``prep`` ``model.prepare(feats)`` when the caller has it; ``descend_kw`` passed to
+    ``model.descend`` (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
     """
     lm_ids = model.template.landmarks68
     wide = wide_yaw_views(cams) if keep_rotation is None else keep_rotation
-    prep = model.prepare(feats)
+    prep = model.prepare(feats) if prep is None else prep
     cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
     placed = any(s != FROM_HEAD for s in sources)
     if refine and placed:  # the views PnP left alone were refined with the estimate already

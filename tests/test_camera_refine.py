@@ -133,12 +133,13 @@ def test_refiner_training_on_cached_features_lowers_the_camera_error(tmp_path):
 
 
 @torch.no_grad()
-def test_photo_path_refines_after_the_descent_and_after_landmark_pnp(tmp_path):
-    """With a refiner the photo path returns the cameras refined on the result; refine=False skips it."""
+def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
+    """With a refiner the photo path refines, on the result, the views without landmarks; the views PnP placed
+    keep PnP's cameras (glvd.pose.REFINE_AFTER_PNP); refine=False skips the refiner."""
     from dataclasses import replace
 
     from glvd.model import GLVD
-    from glvd.pose import FROM_LANDMARKS, descend_with_landmark_cameras
+    from glvd.pose import FROM_HEAD, FROM_LANDMARKS, descend_with_landmark_cameras
 
     plain = small_model(tiny_kit(tmp_path))
     model = GLVD(replace(SMALL, camera_refiner=True), plain.template).eval()
@@ -148,7 +149,7 @@ def test_photo_path_refines_after_the_descent_and_after_landmark_pnp(tmp_path):
     prep = model.prepare(feats)
     est = model.estimate_cameras(feats, frontal_cameras(1, 2, SMALL.image_size).K, prep)
     xs, _, cams, sources = descend_with_landmark_cameras(model, feats, est, [None, None], prep=prep)
-    assert sources == ["camera head", "camera head"]
+    assert sources == [FROM_HEAD, FROM_HEAD]
     # no landmarks: the descent ran with the estimate, the result refined the cameras once more
     assert torch.equal(xs, model.descend(feats, est, prep=prep)[0])
     again = model.refine_cameras(prep, feats, est, xs[:, -1])
@@ -156,10 +157,14 @@ def test_photo_path_refines_after_the_descent_and_after_landmark_pnp(tmp_path):
     assert not torch.allclose(cams.R, est.R)
     _, _, plain_cams, _ = descend_with_landmark_cameras(model, feats, est, [None, None], refine=False)
     assert torch.equal(plain_cams.R, est.R)
-    # landmarks of the template as the estimate sees it: PnP places the view, then the refiner moves it
-    lm = model.template.vertices[model.template.landmarks68]
-    uv, _ = est.project(torch.as_tensor(lm, dtype=torch.float32)[None])
-    _, _, placed, src = descend_with_landmark_cameras(model, feats, est, [uv[0, 0].numpy(), None], refine=False)
-    _, _, refined, _ = descend_with_landmark_cameras(model, feats, est, [uv[0, 0].numpy(), None])
-    assert src[0] == FROM_LANDMARKS
-    assert not torch.allclose(placed.R[0, 0], refined.R[0, 0])
+    # landmarks for the first view only (the template as the estimate sees it): PnP places it and
+    # keeps its camera; the second view is refined on the result as before
+    lm = torch.as_tensor(model.template.vertices[model.template.landmarks68], dtype=torch.float32)
+    uv, _ = est.project(lm[None])
+    landmarks = [uv[0, 0].numpy(), None]
+    _, _, no_ref, src = descend_with_landmark_cameras(model, feats, est, landmarks, refine=False)
+    xs2, _, mixed, _ = descend_with_landmark_cameras(model, feats, est, landmarks)
+    assert src == [FROM_LANDMARKS, FROM_HEAD]
+    assert torch.equal(mixed.R[0, 0], no_ref.R[0, 0]) and torch.equal(mixed.t[0, 0], no_ref.t[0, 0])
+    refined = model.refine_cameras(prep, feats, no_ref, xs2[:, -1])
+    assert torch.allclose(mixed.R[0, 1], refined.R[0, 1]) and not torch.allclose(mixed.R[0, 1], no_ref.R[0, 1])

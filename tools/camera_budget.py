@@ -67,9 +67,9 @@ ROWS = (
     ("head", "camera head"),
     ("refined", "camera head + refiner on the template (`estimate_cameras`)"),
     ("refined_final", "... + refiner again on the reconstruction"),
-    ("photo", "photo path (`glvd.pose`: the head's rotation where it puts the yaw at 45 deg or more; "
-              "the refiner after each PnP pass when the model has one)"),
-    ("photo_no_refiner", "photo path without the refiner (until session 11)"),
+    ("photo", "photo path (`glvd.pose`: landmark PnP; the estimate's rotation where it puts the yaw at 45 deg "
+              "or more; the refined estimate where MediaPipe found no face)"),
+    ("photo_no_refiner", "photo path with the camera head alone (until session 11)"),
     ("photo_all_pnp", "photo path with PnP on every view MediaPipe found (until session 7)"),
     ("51_mp_truth", "PnP 51 landmarks, MediaPipe 2D, true shape"),
     ("51_gt_template", "PnP 51 landmarks, exact 2D, template"),

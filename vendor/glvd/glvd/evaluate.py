@@ -526,6 +526,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     for n, ft in enumerate(prov.get("finetuned_heads", []), 1):  # tools/finetune_heads.py runs on top
         w(f"| fine-tune {n} of the keypoint and vertex modules | "
           + ", ".join(f"{k} {v}" for k, v in ft.items()) + " |")
+    if isinstance(prov.get("camera_refiner"), dict):  # tools/train_camera_refiner.py
+        w("| camera refiner (trained on top, the rest frozen) | "
+          + ", ".join(f"{k} {v}" for k, v in prov["camera_refiner"].items()) + " |")
     w("")
     if info["ablation_provenance"] is not None:
         ap = info["ablation_provenance"]
@@ -568,9 +571,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "`glvd.Reconstructor` does on photos: PnP of the template's 51 inner landmarks on MediaPipe's for every "
       f"view where MediaPipe found the face (the {'refined ' if refined else ''}camera head elsewhere; where it "
       f"puts the yaw at {WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the "
-      "rotation stays its own: docs/camera_budget.md), "
-      + ("the refiner, " if refined else "") + "the descent, then PnP once more on the result"
-      + (" and the refiner again" if refined else "") + " (its rotation error is of those final cameras).")
+      "rotation stays its own: docs/camera_budget.md), the descent, then PnP once more on the result"
+      + (" (the views without landmarks: the refiner once more)" if refined else "")
+      + " (its rotation error is of those final cameras).")
     if info["abs"]:
         w(f"- (c) runs on the first {info['abs'][0]} held-out faces only (per view count), {info['abs'][1]} Adam "
           "steps from the (b) fit; its time includes (b). GLVD is compared with it on the same faces.")
@@ -643,7 +646,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
     Vm = max(views)
     if Vm > 1:
         plus = " + refiner" if info.get("refiner") else ""
-        for m, how in ((M_GLVD_LMK, f"photo path: landmark PnP{plus}"), (M_GLVD_EST, f"camera head{plus}")):
+        for m, how in ((M_GLVD_LMK, "photo path: landmark PnP"), (M_GLVD_EST, f"camera head{plus}")):
             if not rot_err.get((ho, Vm, m)):
                 continue
             med = float(np.median(rot_err[(ho, Vm, m)]))

@@ -32,8 +32,8 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     """``within_mm``, ``between_mm`` (reconstructions) and ``between_gt_mm`` (the truth).
 
     ``detect``: optional ``image (3, S, S) -> (68, 2)`` crop-pixel landmarks or None; with it each photo
-    is placed as :class:`glvd.Reconstructor` places photos (landmark PnP before the descent, where found, then
-    the camera refiner when the model has one).
+    is placed as :class:`glvd.Reconstructor` places photos (landmark PnP before the descent where found; elsewhere
+    ``estimate_cameras``, refined when the model has a camera refiner).
     """
     from .pose import FROM_HEAD, landmark_cameras
     from .synth import SynthConfig, SyntheticFaces
@@ -52,8 +52,6 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
                                              model.template.vertices[lm_ids])
             cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
             placed += sum(x != FROM_HEAD for x in src)
-            if any(x != FROM_HEAD for x in src):  # as the photo path does (a no-op without a refiner)
-                cams = model.refine_cameras(model.prepare(feats), feats, cams)
         xs, _ = model.descend(feats, cams, steps)
         m, w = _spread(xs[:, -1])
         means.append(m)

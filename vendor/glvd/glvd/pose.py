@@ -24,6 +24,12 @@ WIDE_YAW_DEG = 45.0
 #: put at 50 deg); nearer the wide range, PnP on MediaPipe's landmarks is the worse of the two
 RESCUE_MAX_YAW_DEG = 25.0
 
+#: refine the views PnP placed on a detector's landmarks as well? No: on real photos the refiner (trained
+#: on renders only) pulls those cameras off the face (68-landmark NME against dlib 7.0 -> 11.3% on
+#: grace_hopper, 7.6 -> 13.5% on LFW), while on the views without landmarks it is far better than the
+#: camera head alone (NME 22-31% -> 6-16%); README, Session 11
+REFINE_AFTER_PNP = False
+
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
 
@@ -202,26 +208,32 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
     run this. Args: ``model`` a :class:`glvd.model.GLVD`; ``feats`` its encoding of one face;
-    ``cams`` the model's estimate (``estimate_cameras``, batch 1, see :func:`landmark_cameras`); ``landmarks2d`` per
-    view ``(68, 2)`` crop pixels or None; ``keep_rotation`` the views that keep the head's rotation
-    (default: :func:`wide_yaw_views` of ``cams``, decided once for both PnP passes); ``refine``:
-    with a model that has a camera refiner, run it after each PnP pass (on the template, then on
-    the result); ``prep`` ``model.prepare(feats)`` when the caller has it; ``descend_kw`` passed to
-    ``model.descend`` (on_step, cancel).
+    ``cams`` the model's estimate (``estimate_cameras``: the camera head, refined when the model has
+    a camera refiner; batch 1, see :func:`landmark_cameras`); ``landmarks2d`` per view ``(68, 2)``
+    crop pixels or None; ``keep_rotation`` the views that keep the estimate's rotation (default:
+    :func:`wide_yaw_views` of ``cams``, decided once for both PnP passes); ``refine``: with a camera
+    refiner, refine the views no landmarks placed once more on the result (:data:`REFINE_AFTER_PNP`
+    says whether the landmark-placed ones are refined too); ``prep`` ``model.prepare(feats)`` when
+    the caller has it; ``descend_kw`` passed to ``model.descend`` (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
     """
+    import torch
+
+    from .cameras import Cameras
+
     lm_ids = model.template.landmarks68
     wide = wide_yaw_views(cams) if keep_rotation is None else keep_rotation
     prep = model.prepare(feats) if prep is None else prep
     cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
-    placed = any(s != FROM_HEAD for s in sources)
-    if refine and placed:  # the views PnP left alone were refined with the estimate already
-        cams = model.refine_cameras(prep, feats, cams)
+    placed = [s != FROM_HEAD for s in sources]
     xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)
-    if placed:
+    if any(placed):
         # the reconstructed face's landmarks fit the photo better than the template's
         cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide)
-    if refine:
-        cams = model.refine_cameras(prep, feats, cams, xs[:, -1])
+    if refine and model.camera_refiner is not None and (REFINE_AFTER_PNP or not all(placed)):
+        refined = model.refine_cameras(prep, feats, cams, xs[:, -1])
+        use = torch.tensor([REFINE_AFTER_PNP or not p for p in placed], device=cams.R.device)
+        cams = Cameras(cams.K, torch.where(use[None, :, None, None], refined.R, cams.R),
+                       torch.where(use[None, :, None], refined.t, cams.t))
     return xs, kps, cams, sources

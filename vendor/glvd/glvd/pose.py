@@ -27,7 +27,7 @@ RESCUE_MAX_YAW_DEG = 25.0
 #: refine the views PnP placed on a detector's landmarks as well? No: on real photos the refiner (trained
 #: on renders only) pulls those cameras off the face (68-landmark NME against dlib 7.0 -> 11.3% on
 #: grace_hopper, 7.6 -> 13.5% on LFW), while on the views without landmarks it is far better than the
-#: camera head alone (NME 22-31% -> 6-16%); README, Session 11
+#: camera head alone (NME 22-31% -> 6-16%): tools/photo_cameras.py, docs/photo_cameras.md
 REFINE_AFTER_PNP = False
 
 #: where each view's camera came from (``Reconstruction.camera_sources``)
@@ -203,7 +203,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 
 def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None,
                                   keep_rotation: list[bool] | None = None, refine: bool = True,
-                                  prep: dict | None = None, **descend_kw):
+                                  refine_placed: bool = REFINE_AFTER_PNP, prep: dict | None = None, **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
@@ -212,8 +212,8 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     a camera refiner; batch 1, see :func:`landmark_cameras`); ``landmarks2d`` per view ``(68, 2)``
     crop pixels or None; ``keep_rotation`` the views that keep the estimate's rotation (default:
     :func:`wide_yaw_views` of ``cams``, decided once for both PnP passes); ``refine``: with a camera
-    refiner, refine the views no landmarks placed once more on the result (:data:`REFINE_AFTER_PNP`
-    says whether the landmark-placed ones are refined too); ``prep`` ``model.prepare(feats)`` when
+    refiner, refine the views no landmarks placed once more on the result; ``refine_placed``: the
+    landmark-placed ones too (default :data:`REFINE_AFTER_PNP`); ``prep`` ``model.prepare(feats)`` when
     the caller has it; ``descend_kw`` passed to ``model.descend`` (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
@@ -231,9 +231,9 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     if any(placed):
         # the reconstructed face's landmarks fit the photo better than the template's
         cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide)
-    if refine and model.camera_refiner is not None and (REFINE_AFTER_PNP or not all(placed)):
+    if refine and model.camera_refiner is not None and (refine_placed or not all(placed)):
         refined = model.refine_cameras(prep, feats, cams, xs[:, -1])
-        use = torch.tensor([REFINE_AFTER_PNP or not p for p in placed], device=cams.R.device)
+        use = torch.tensor([refine_placed or not p for p in placed], device=cams.R.device)
         cams = Cameras(cams.K, torch.where(use[None, :, None, None], refined.R, cams.R),
                        torch.where(use[None, :, None], refined.t, cams.t))
     return xs, kps, cams, sources

@@ -104,24 +104,27 @@ def solve_pose_update(points: torch.Tensor, target: torch.Tensor, weight: torch.
     K, R, t = cams.K, cams.R, cams.t
     fx, fy = K[..., 0, 0][..., None], K[..., 1, 1][..., None]
     cx, cy = K[..., 0, 2][..., None], K[..., 1, 2][..., None]
+    w2 = torch.cat([weight, weight], -1)[..., None]  # (B,V,2K,1): u rows, then v rows
     for _ in range(iterations):
-        Rp = torch.einsum("bvij,bkj->bvki", R, points)  # (B,V,K,3)
+        Rp = torch.matmul(points[:, None], R.transpose(-1, -2))  # (B,V,K,3) R X
         pc = Rp + t[:, :, None]
-        x, y = pc[..., 0], pc[..., 1]
-        z = pc[..., 2].clamp(min=1e-3)
-        resid = target - torch.stack([fx * x / z + cx, fy * y / z + cy], -1)  # (B,V,K,2)
-        zero = torch.zeros_like(z)
-        # d(u, v) / d X_cam, (B,V,K,2,3)
-        J_pc = torch.stack([torch.stack([fx / z, zero, -fx * x / (z * z)], -1),
-                            torch.stack([zero, fy / z, -fy * y / (z * z)], -1)], -2)
-        # a . (w x p) = w . (p x a): the rotation columns are p x a for each row a of J_pc
-        J_w = torch.cross(Rp[..., None, :].expand_as(J_pc), J_pc, dim=-1)
-        J = torch.cat([J_w, J_pc], -1)  # (B,V,K,2,6)
-        H = torch.einsum("bvkri,bvkrj,bvk->bvij", J, J, weight)
-        g = torch.einsum("bvkri,bvkr,bvk->bvi", J, resid, weight)
+        iz = 1.0 / pc[..., 2].clamp(min=1e-3)
+        xn, yn = pc[..., 0] * iz, pc[..., 1] * iz
+        resid = torch.cat([target[..., 0] - (fx * xn + cx), target[..., 1] - (fy * yn + cy)], -1)  # (B,V,2K)
+        # d u / d X_cam = (a0, 0, a2), d v / d X_cam = (0, b1, b2); a rotation w moves X_cam by w x (R X),
+        # so its columns are (R X) x (row), written out
+        a0, b1 = fx * iz, fy * iz
+        a2, b2 = -a0 * xn, -b1 * yn
+        px, py, pz = Rp.unbind(-1)
+        zero = torch.zeros_like(a0)
+        J = torch.cat([torch.stack([py * a2, pz * a0 - px * a2, -py * a0, a0, zero, a2], -1),
+                       torch.stack([py * b2 - pz * b1, -px * b2, px * b1, zero, b1, b2], -1)], -2)  # (B,V,2K,6)
+        Jw_T = (J * w2).transpose(-1, -2)
+        H = Jw_T @ J  # (B,V,6,6)
+        g = Jw_T @ resid[..., None]  # (B,V,6,1)
         diag = H.diagonal(dim1=-2, dim2=-1)
         H = H + torch.diag_embed(damping * diag + 1e-9)
-        delta = torch.linalg.solve(H, g[..., None])[..., 0]  # (B,V,6)
+        delta = torch.linalg.solve(H, g)[..., 0]  # (B,V,6)
         R = axis_angle_to_matrix(delta[..., :3]) @ R
         t = t + delta[..., 3:]
     return Cameras(K, R, t)

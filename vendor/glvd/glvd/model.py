@@ -296,6 +296,9 @@ class GLVD(nn.Module):
         if cfg.camera_refiner and self.keypoints is not None:  # it reads the keypoint module's map
             self.camera_refiner = CameraRefiner(cfg.kp_feat * len(fc), self.keypoints.global_proj.out_features,
                                                 len(kp_ids))
+            # the template's keypoint normals: what the refiner reads before every descent, computed once
+            normals = vertex_normals(self.template_vertices[None], self.quads, self._corner_op)[0, kp_ids]
+            self.register_buffer("template_keypoint_normals", normals, persistent=False)
 
     def load_state_dict_widening(self, state: dict) -> None:
         """Load weights of a model without ``offset_input`` into one with it (the new input starts at zero).
@@ -330,10 +333,12 @@ class GLVD(nn.Module):
         if self.camera_refiner is None:
             return cams
         if x is None:
-            x = self.template_vertices[None].expand(cams.batch, -1, -1)
-        normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
-        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, x[:, self.keypoint_ids],
-                                   normals, feats.size)
+            points = self.template_vertices[self.keypoint_ids][None].expand(cams.batch, -1, -1)
+            normals = self.template_keypoint_normals[None].expand(cams.batch, -1, -1)
+        else:
+            points = x[:, self.keypoint_ids]
+            normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
+        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size)
 
     def prepare(self, feats: FeatureMaps) -> dict:
         """Per-call projections of the feature maps, shared by all steps."""

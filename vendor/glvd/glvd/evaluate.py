@@ -653,8 +653,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
             placed = ""
             if m == M_GLVD_LMK:
                 n_views = Vm * len(rot_err[(ho, Vm, m)])
+                refined = "refined " if info.get("refiner") else ""
                 placed = (f", {info['lmk_views'].get((ho, Vm), 0)}/{n_views} views placed by landmarks, "
-                          f"{info['wide_views'].get((ho, Vm), 0)} of them with the camera head's rotation "
+                          f"{info['wide_views'].get((ho, Vm), 0)} of them with the {refined}camera head's rotation "
                           f"(yaw >= {WIDE_YAW_DEG:g} deg)")
             w(f"| multi-view cameras: median rotation error <= 5 deg ({Vm} views, {how}{placed}) | {med:.1f} deg | "
               f"{_target(med <= 5.0)} |")

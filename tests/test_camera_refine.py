@@ -106,13 +106,14 @@ def test_refiner_training_on_cached_features_lowers_the_camera_error(tmp_path):
     from glvd.model import GLVD
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from train_camera_refiner import build_cache, refiner_loss
+    from finetune_heads import build_cache
+    from train_camera_refiner import encode_chunk, refiner_loss
 
     kit = tiny_kit(tmp_path)
     plain = small_model(kit)
     model = GLVD(replace(SMALL, camera_refiner=True), plain.template).eval()
     model.load_state_dict(plain.state_dict(), strict=False)
-    cache = build_cache(model, str(kit), faces=4, chunk=4, max_views=2, seed=5)
+    cache = build_cache(model, str(kit), faces=4, chunk=4, max_views=2, seed=5, log=lambda m: None, encode=encode_chunk)
     assert len(cache) == 1 and cache[0]["map"].dtype == torch.float16
     frozen = [p.clone() for p in model.encoder.parameters()]
     params = list(model.camera_refiner.parameters())

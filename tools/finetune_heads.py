@@ -21,7 +21,9 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,20 +41,27 @@ CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration)
 
 
 @torch.no_grad()
-def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, seed: int, log) -> list[dict]:
-    """Chunks of ``chunk`` faces with 1..max_views views: frozen features, cameras and the truth."""
+def encode_fields(model, s: dict) -> dict:
+    """What the field modules read of a batch of renders (their prepared maps), the head's cameras and the truth."""
+    feats = model.encode(s["images"])
+    R_p, t_p, _ = model.camera_head(feats, s["K"])
+    prep = model.prepare(feats)
+    return {"views": s["images"].shape[1], "kp_map": prep["kp"]["map"].clone(),
+            "kp_global": prep["kp"]["global"].clone(), "v_map": prep["v"]["map"].clone(),
+            "v_global": prep["v"]["global"].clone(), "K": s["K"], "R": s["R"], "t": s["t"], "R_p": R_p,
+            "t_p": t_p, "gt": s["vertices"]}
+
+
+@torch.no_grad()
+def build_cache(model, kit: str | None, faces: int, chunk: int, max_views: int, seed: int, log,
+                encode: Callable[[Any, dict], dict] = encode_fields) -> list[dict]:
+    """Chunks of ``chunk`` faces with 1..max_views views, each rendered once and passed through ``encode``
+    (default: the field modules' frozen features; tools/train_camera_refiner.py caches the refiner's)."""
     gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)
     rng = random.Random(seed)
     out, t0 = [], time.monotonic()
     for c in range(math.ceil(faces / chunk)):
-        V = rng.randint(1, max_views)
-        s = gen.sample(chunk, V)
-        feats = model.encode(s["images"])
-        R_p, t_p, _ = model.camera_head(feats, s["K"])
-        prep = model.prepare(feats)
-        out.append({"views": V, "kp_map": prep["kp"]["map"].clone(), "kp_global": prep["kp"]["global"].clone(),
-                     "v_map": prep["v"]["map"].clone(), "v_global": prep["v"]["global"].clone(),
-                     "K": s["K"], "R": s["R"], "t": s["t"], "R_p": R_p, "t_p": t_p, "gt": s["vertices"]})
+        out.append(encode(model, gen.sample(chunk, rng.randint(1, max_views))))
         if (c + 1) % 25 == 0:
             log(f"cached {(c + 1) * chunk} faces ({time.monotonic() - t0:.0f} s)")
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from finetune_heads import build_cache  # noqa: E402
 from report import start  # noqa: E402
 
 from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg  # noqa: E402
@@ -46,17 +46,6 @@ def encode_chunk(model: GLVD, s: dict) -> dict:
     kp = model.keypoints.prepare(feats)
     return {"views": s["images"].shape[1], "map": kp["map"].half(), "global": kp["global"], "K": s["K"],
             "R": s["R"], "t": s["t"], "R_p": R_p, "t_p": t_p, "gt": s["vertices"]}
-
-
-def build_cache(model: GLVD, kit: str | None, faces: int, chunk: int, max_views: int, seed: int) -> list[dict]:
-    gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)
-    rng = random.Random(seed)
-    out, t0 = [], time.monotonic()
-    for c in range(math.ceil(faces / chunk)):
-        out.append(encode_chunk(model, gen.sample(chunk, rng.randint(1, max_views))))
-        if (c + 1) % 50 == 0:
-            print(f"cached {(c + 1) * chunk} faces ({time.monotonic() - t0:.0f} s)", flush=True)
-    return out
 
 
 def jittered(cams: Cameras, gen: torch.Generator, deg: float, rel_t: float) -> Cameras:
@@ -163,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for q in trainable:
         q.requires_grad_(True)
     model.eval()  # no dropout or norm statistics anywhere; eval keeps the frozen parts exactly as shipped
-    cache = build_cache(model, a.kit, a.faces, 8, 3, CACHE_SEED)
+    cache = build_cache(model, a.kit, a.faces, 8, 3, CACHE_SEED, lambda m: print(m, flush=True), encode_chunk)
     cfg_v = SynthConfig(image_size=cfg.image_size)
     vals = {"1 view": SyntheticFaces(kit_path=a.kit, config=cfg_v, seed=VAL_SEED).sample(32, 1),
             "3 views": SyntheticFaces(kit_path=a.kit, config=cfg_v, seed=VAL_SEED + 1).sample(16, 3)}

@@ -20,6 +20,7 @@ import torch
 
 from glvd.cameras import default_intrinsics
 from glvd.checkpoint import default_checkpoint_path, load_checkpoint
+from glvd.cuda_graph import GraphedPipeline, eager_reconstruction
 
 
 def _median_ms(fn, runs: int, sync) -> float:
@@ -55,15 +56,15 @@ def main() -> None:
     ref_a = torch.randn(512, 512, device=dev)
     ref_ms = _median_ms(lambda: ref_a @ ref_a, max(a.runs, 20), sync)
     K_crop = default_intrinsics(S, S, focal_ratio=2.0).to(dev)  # a crop of a telephoto-ish portrait
-    rows = []
+    rows, graph_rows = [], []
+    cuda = dev.type == "cuda"
     with torch.inference_mode():
         for views in (1, 4):
             imgs = torch.rand(1, views, 3, S, S, device=dev)
             K = K_crop.expand(1, views, 3, 3)
 
-            def full(imgs=imgs, K=K):
-                f = model.encode(imgs)
-                model.descend(f, model.estimate_cameras(f, K), a.steps)
+            def full(imgs=imgs, K=K):  # what the runtime runs without a detector's landmarks
+                eager_reconstruction(model, imgs, K, a.steps)
 
             for _ in range(3):
                 full()
@@ -86,22 +87,38 @@ def main() -> None:
             v_ms = _median_ms(v_step, a.runs, sync)
             rows.append((views, total, enc, kp_ms, v_ms))
         # batched throughput: many single-view faces at once
-        B = a.batch or (32 if dev.type == "cuda" else 4)
+        B = a.batch or (32 if cuda else 4)
         imgs = torch.rand(B, 1, 3, S, S, device=dev)
         K = K_crop.expand(B, 1, 3, 3)
 
         def batch():
-            f = model.encode(imgs)
-            model.descend(f, model.estimate_cameras(f, K), a.steps)
+            eager_reconstruction(model, imgs, K, a.steps)
 
         batch()
         b_ms = _median_ms(batch, max(5, a.runs // 4), sync)
+    if cuda:  # the same workloads replayed as CUDA graphs (glvd.cuda_graph: front, descent, refine)
+        for faces, views in ((1, 1), (1, 4), (B, 1)):
+            imgs = torch.rand(faces, views, 3, S, S, device=dev)
+            K = K_crop.expand(faces, views, 3, 3)
+            try:
+                g = GraphedPipeline(model, faces, views, a.steps)
+            except Exception as e:  # say why and go on: the eager figures above stand
+                graph_rows.append((faces, views, f"capture failed: {type(e).__name__}: {e}"))
+                continue
+            ms = _median_ms(lambda g=g, imgs=imgs, K=K: g.reconstruct(imgs, K), a.runs, sync)
+            graph_rows.append((faces, views, ms))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"reference 512x512 matmul: {ref_ms:.3f} ms (median)")
     print("views  total_ms  x_ref   encoder_ms  keypoint_ms/step  vertex_ms/step")
     for views, total, enc, kp_ms, v_ms in rows:
         print(f"{views:5d}  {total:8.1f}  {total / ref_ms:6.0f}  {enc:10.1f}  {kp_ms:16.2f}  {v_ms:14.2f}")
     print(f"batched: {B} faces (1 view) in {b_ms:.1f} ms = {B / b_ms * 1000:.1f} faces/s")
+    for faces, views, ms in graph_rows:
+        if isinstance(ms, str):
+            print(f"CUDA graph, {faces} x {views} views: {ms}")
+        else:
+            print(f"CUDA graph, {faces} face(s) x {views} view(s): {ms:.1f} ms ({ms / ref_ms:.0f} x_ref, "
+                  f"{faces / ms * 1000:.1f} faces/s)")
     print(f"peak RSS: {peak_mb:.0f} MB")
 
 

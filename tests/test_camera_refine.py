@@ -141,7 +141,7 @@ def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
     from dataclasses import replace
 
     from glvd.model import GLVD
-    from glvd.pose import FROM_HEAD, FROM_LANDMARKS, descend_with_landmark_cameras
+    from glvd.pose import FROM_HEAD, FROM_LANDMARKS, POST_DESCENT_ROUNDS, descend_with_landmark_cameras
 
     plain = small_model(tiny_kit(tmp_path))
     model = GLVD(replace(SMALL, camera_refiner=True), plain.template).eval()
@@ -154,7 +154,7 @@ def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
     assert sources == [FROM_HEAD, FROM_HEAD]
     # no landmarks: the descent ran with the estimate, the result refined the cameras once more
     assert torch.equal(xs, model.descend(feats, est, prep=prep)[0])
-    again = model.refine_cameras(prep, feats, est, xs[:, -1])
+    again = model.refine_cameras(prep, feats, est, xs[:, -1], rounds=POST_DESCENT_ROUNDS)
     assert torch.allclose(cams.R, again.R) and torch.allclose(cams.t, again.t)
     assert not torch.allclose(cams.R, est.R)
     _, _, plain_cams, _ = descend_with_landmark_cameras(model, feats, est, [None, None], refine=False)
@@ -168,7 +168,7 @@ def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
     xs2, _, mixed, _ = descend_with_landmark_cameras(model, feats, est, landmarks)
     assert src == [FROM_LANDMARKS, FROM_HEAD]
     assert torch.equal(mixed.R[0, 0], no_ref.R[0, 0]) and torch.equal(mixed.t[0, 0], no_ref.t[0, 0])
-    refined = model.refine_cameras(prep, feats, no_ref, xs2[:, -1])
+    refined = model.refine_cameras(prep, feats, no_ref, xs2[:, -1], rounds=POST_DESCENT_ROUNDS)
     assert torch.allclose(mixed.R[0, 1], refined.R[0, 1]) and not torch.allclose(mixed.R[0, 1], no_ref.R[0, 1])
 
 

@@ -41,7 +41,7 @@ from glvd.baselines import (  # noqa: E402
 from glvd.cameras import Cameras, head_yaw_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
-from glvd.pose import INNER, descend_with_landmark_cameras, solve_pnp  # noqa: E402
+from glvd.pose import INNER, POST_DESCENT_ROUNDS, descend_with_landmark_cameras, solve_pnp  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 SEED = 30_000_999  # disjoint from training, validation, evaluate and the other tools
@@ -95,7 +95,8 @@ def measure(model, s: dict, corr, use: np.ndarray, mp) -> tuple[dict[str, list],
         R_h, t_h, _ = model.camera_head(feats, K[None])
         head = Cameras(K[None], R_h, t_h)
         est = model.estimate_cameras(feats, K[None], prep)
-        refined_final = model.refine_cameras(prep, feats, est, model.descend(feats, est, prep=prep)[0][:, -1])
+        refined_final = model.refine_cameras(prep, feats, est, model.descend(feats, est, prep=prep)[0][:, -1],
+                                             rounds=POST_DESCENT_ROUNDS)
         dense = [mp(img[v]) for v in range(VIEWS)]
         lm68 = [None if d is None else mediapipe_to_68(d[:, :2]) for d in dense]
         xs, _, cams, _ = descend_with_landmark_cameras(model, feats, est, lm68)

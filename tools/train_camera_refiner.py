@@ -31,6 +31,7 @@ from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg  # noqa: E
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.metrics import vertex_error_mm  # noqa: E402
 from glvd.model import GLVD, translation_to_uvz  # noqa: E402
+from glvd.pose import POST_DESCENT_ROUNDS  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
 from glvd.train import VAL_SEED, git_commit  # noqa: E402
@@ -104,7 +105,7 @@ def evaluate_refiner(model: GLVD, val: dict) -> dict:
     pre = model.refine_cameras(prep, feats, head)
     xs_h, _ = model.descend(feats, head)
     xs_r, _ = model.descend(feats, pre)
-    post = model.refine_cameras(prep, feats, pre, xs_r[:, -1])
+    post = model.refine_cameras(prep, feats, pre, xs_r[:, -1], rounds=POST_DESCENT_ROUNDS)
     angles = {name: rotation_angle_deg(cams.R, true.R).flatten() for name, cams in (("head", head), ("pre", pre),
                                                                                     ("post", post))}
     med = {name: float(a.median()) for name, a in angles.items()}

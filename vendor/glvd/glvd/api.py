@@ -24,6 +24,9 @@ from .errors import GLVDError
 from .model import CancelToken
 from .transfer import transfer_expressions
 
+#: CUDA-graph pipelines kept at once (one per number of views and steps)
+MAX_GRAPHED_SHAPES = 8
+
 ImageLike = Any  # a path, a numpy array or a PIL image
 
 
@@ -83,14 +86,39 @@ class Reconstructor:
     Args:
         checkpoint: path of a GLVD checkpoint; None = the one shipped in the package.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+        cuda_graphs: on CUDA, replay each shape's GPU work as CUDA graphs (:mod:`glvd.cuda_graph`); the
+            first photo set of a shape pays the capture (well under a second).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto") -> None:
+    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                 cuda_graphs: bool = True) -> None:
         self.device = resolve_device(device)
         self.checkpoint_path = str(checkpoint if checkpoint is not None else default_checkpoint_path())
         self.model, self.provenance = load_checkpoint(self.checkpoint_path, self.device)
         self.template = self.model.template
         self.image_size = self.model.cfg.image_size
+        # on CUDA, each (views, steps) shape is captured once as CUDA graphs (glvd.cuda_graph) and replayed:
+        # 5-8x less time on the GPU at batch 1 (docs/gpu_check/); None marks a shape whose capture failed
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._pipelines: dict[tuple[int, int], object] = {}
+
+    def _pipeline(self, views: int, steps: int):
+        """The CUDA-graph pipeline for this shape, captured on first use; None on the CPU, when disabled, or
+        when capture failed (then this shape runs eagerly, with one warning)."""
+        if not self.cuda_graphs:
+            return None
+        key = (views, steps)
+        if key not in self._pipelines:
+            from .cuda_graph import GraphedPipeline
+
+            if len(self._pipelines) >= MAX_GRAPHED_SHAPES:  # each holds its own GPU buffers
+                self._pipelines.clear()
+            try:
+                self._pipelines[key] = GraphedPipeline(self.model, 1, views, steps)
+            except Exception as e:  # a torch or driver that cannot capture: eager still works
+                warnings.warn(f"CUDA graph capture failed, running eagerly: {type(e).__name__}: {e}", stacklevel=3)
+                self._pipelines[key] = None
+        return self._pipelines[key]
 
     @property
     def trained(self) -> bool:
@@ -165,8 +193,13 @@ class Reconstructor:
         crops = torch.stack([v.crop for v in views])[None].to(dev)  # (1, V, 3, S, S)
         K_crop = torch.stack([v.K_crop for v in views])[None].to(dev)
         progress("encode", "encoding photos")
-        feats = self.model.encode(crops)
-        prep = self.model.prepare(feats)  # the fields' and the camera refiner's projections of the maps
+        pipeline = self._pipeline(len(views), steps)
+        if pipeline is not None:
+            feats, prep, estimate = pipeline.front(crops, K_crop)
+        else:
+            feats = self.model.encode(crops)
+            prep = self.model.prepare(feats)  # the fields' and the camera refiner's projections of the maps
+            estimate = None
         if cameras is not None:
             K_img = torch.stack([torch.as_tensor(np.asarray(c["K"]), dtype=torch.float32) for c in cameras])
             R = torch.stack([torch.as_tensor(np.asarray(c["R"]), dtype=torch.float32) for c in cameras])[None]
@@ -177,7 +210,7 @@ class Reconstructor:
             cams = Cameras(Kc.to(dev), R.to(dev), t.to(dev))
             sources = ["given"] * len(views)
         else:
-            cams = self.model.estimate_cameras(feats, K_crop, prep)
+            cams = estimate if estimate is not None else self.model.estimate_cameras(feats, K_crop, prep)
             sources = None  # placed by landmarks below where the detector gave them
         t_enc = time.perf_counter()
 
@@ -191,7 +224,9 @@ class Reconstructor:
             if sources is None:
                 xs, kps, cams, sources = descend_with_landmark_cameras(
                     self.model, feats, cams, [v.landmarks68_crop for v in views], steps, prep=prep, on_step=_step,
-                    cancel=cancel)
+                    cancel=cancel, graphs=pipeline)
+            elif pipeline is not None:
+                xs, kps = pipeline.descend(cams, on_step=_step, cancel=cancel)
             else:
                 xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel, prep=prep)
         t_desc = time.perf_counter()

@@ -73,20 +73,22 @@ class CameraRefiner(nn.Module):
         return uv + out[..., :2] * (OFFSET_SCALE * size), F.softplus(out[..., 2] + _UNIT_TRUST)
 
     def forward(self, kp_map: torch.Tensor, kp_global: torch.Tensor, cams: Cameras, points: torch.Tensor,
-                normals: torch.Tensor, size: int) -> Cameras:
-        """``rounds`` of observe-and-solve (arguments as :meth:`observe`); the refined cameras."""
-        return self.trace(kp_map, kp_global, cams, points, normals, size)[0]
+                normals: torch.Tensor, size: int, rounds: int | None = None) -> Cameras:
+        """``rounds`` (default: the trained number) of observe-and-solve (arguments as :meth:`observe`);
+        the refined cameras."""
+        return self.trace(kp_map, kp_global, cams, points, normals, size, rounds)[0]
 
     def trace(self, kp_map: torch.Tensor, kp_global: torch.Tensor, cams: Cameras, points: torch.Tensor,
-              normals: torch.Tensor, size: int) -> tuple[Cameras, list[torch.Tensor], list[Cameras]]:
+              normals: torch.Tensor, size: int,
+              rounds: int | None = None) -> tuple[Cameras, list[torch.Tensor], list[Cameras]]:
         """:meth:`forward` with every round's observed keypoint pixels ``(B, V, K, 2)`` and cameras (training)."""
-        observed, rounds = [], []
-        for _ in range(self.rounds):
+        observed, steps = [], []
+        for _ in range(self.rounds if rounds is None else rounds):
             uv, trust = self.observe(kp_map, kp_global, cams, points, normals, size)
             cams = solve_pose_update(points, uv, trust, cams, self.solver_iterations)
             observed.append(uv)
-            rounds.append(cams)
-        return cams, observed, rounds
+            steps.append(cams)
+        return cams, observed, steps
 
 
 def solve_pose_update(points: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cams: Cameras,
@@ -124,7 +126,9 @@ def solve_pose_update(points: torch.Tensor, target: torch.Tensor, weight: torch.
         g = Jw_T @ resid[..., None]  # (B,V,6,1)
         diag = H.diagonal(dim1=-2, dim2=-1)
         H = H + torch.diag_embed(damping * diag + 1e-9)
-        delta = torch.linalg.solve(H, g)[..., 0]  # (B,V,6)
+        # solve_ex without its error check: the damped H is positive definite, and the check would make a
+        # GPU wait for the CPU (a sync per solve)
+        delta = torch.linalg.solve_ex(H, g, check_errors=False)[0][..., 0]  # (B,V,6)
         R = axis_angle_to_matrix(delta[..., :3]) @ R
         t = t + delta[..., 3:]
     return Cameras(K, R, t)

@@ -243,6 +243,8 @@ class CameraHead(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
         self.register_buffer("r0", matrix_to_rotation_6d(FRONTAL_R), persistent=False)
+        # a buffer, not a tensor built per call: that would copy from the CPU (a GPU sync, and no CUDA graph)
+        self.register_buffer("uvz0", torch.tensor([0.0, 0.0, math.log(0.2)]), persistent=False)
 
     def forward(self, feats: FeatureMaps, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``R (B,V,3,3)``, ``t (B,V,3)`` and the raw ``(B,V,3)`` (u, v, log depth) prediction."""
@@ -251,7 +253,7 @@ class CameraHead(nn.Module):
         f = K[..., 0, 0] / S  # (B,V)
         out = self.mlp(torch.cat([feats.global_.reshape(B, V, -1), torch.log(f)[..., None]], -1))
         R = rotation_6d_to_matrix(out[..., :6] + self.r0)
-        uvz = out[..., 6:] + torch.tensor([0.0, 0.0, math.log(0.2)], device=out.device)
+        uvz = out[..., 6:] + self.uvz0
         t = uvz_to_translation(uvz, K, S)
         return R, t, uvz
 
@@ -289,6 +291,8 @@ class GLVD(nn.Module):
         self.register_buffer("quads", torch.from_numpy(template.quads))
         self.register_buffer("keypoint_ids", kp_ids)
         self._corner_op = quad_corner_operator(self.quads, template.num_vertices)
+        # vertex normals by a sparse matmul (fast on the CPU); False: by index_add (glvd.cuda_graph may need it)
+        self.sparse_normals = True
         self.camera_head = CameraHead(gc)
         self.keypoints = KeypointModule(cfg, fc, gc, len(kp_ids)) if cfg.guidance else None
         self.vertices = VertexModule(cfg, fc, gc, template.num_vertices, nbr)
@@ -328,8 +332,10 @@ class GLVD(nn.Module):
         prep = self.prepare(feats) if prep is None else prep
         return self.refine_cameras(prep, feats, cams)
 
-    def refine_cameras(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor | None = None) -> Cameras:
-        """Cameras corrected by the refiner, on the keypoints of ``x (B, N, 3)`` (default: the template)."""
+    def refine_cameras(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor | None = None,
+                       rounds: int | None = None) -> Cameras:
+        """Cameras corrected by the refiner, on the keypoints of ``x (B, N, 3)`` (default: the template);
+        ``rounds`` of it (default: as trained)."""
         if self.camera_refiner is None:
             return cams
         if x is None:
@@ -338,7 +344,7 @@ class GLVD(nn.Module):
         else:
             points = x[:, self.keypoint_ids]
             normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
-        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size)
+        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size, rounds)
 
     def prepare(self, feats: FeatureMaps) -> dict:
         """Per-call projections of the feature maps, shared by all steps."""
@@ -369,7 +375,9 @@ class GLVD(nn.Module):
             kp = x_new[:, self.keypoint_ids] if idx is None else kp
         return x_new, kp
 
-    def _corner_op_on(self, device: torch.device) -> torch.Tensor:
+    def _corner_op_on(self, device: torch.device) -> torch.Tensor | None:
+        if not self.sparse_normals:
+            return None
         if self._corner_op.device != device:
             self._corner_op = self._corner_op.to(device)
         return self._corner_op

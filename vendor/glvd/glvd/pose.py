@@ -30,6 +30,11 @@ RESCUE_MAX_YAW_DEG = 25.0
 #: camera head alone (NME 22-31% -> 7-18%): tools/photo_cameras.py, docs/photo_cameras.md
 REFINE_AFTER_PNP = False
 
+#: refiner rounds after the descent: the cameras are then within a few degrees, and on renders (48 faces x 3
+#: views, tools/camera_budget.py) one round is as good as the trained three (median 3.60 vs 3.61 deg) at less
+#: than half the time
+POST_DESCENT_ROUNDS = 1
+
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
 
@@ -203,7 +208,8 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 
 def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None,
                                   keep_rotation: list[bool] | None = None, refine: bool = True,
-                                  refine_placed: bool = REFINE_AFTER_PNP, prep: dict | None = None, **descend_kw):
+                                  refine_placed: bool = REFINE_AFTER_PNP, prep: dict | None = None, graphs=None,
+                                  **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
@@ -214,7 +220,9 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     :func:`wide_yaw_views` of ``cams``, decided once for both PnP passes); ``refine``: with a camera
     refiner, refine the views no landmarks placed once more on the result; ``refine_placed``: the
     landmark-placed ones too (default :data:`REFINE_AFTER_PNP`); ``prep`` ``model.prepare(feats)`` when
-    the caller has it; ``descend_kw`` passed to ``model.descend`` (on_step, cancel).
+    the caller has it; ``graphs`` a :class:`glvd.cuda_graph.GraphedPipeline` whose last ``front`` gave
+    ``feats`` and ``prep``, to run the descent and the refiner as its CUDA graphs; ``descend_kw`` passed to
+    ``model.descend`` (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
     """
@@ -227,12 +235,16 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     prep = model.prepare(feats) if prep is None else prep
     cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
     placed = [s != FROM_HEAD for s in sources]
-    xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)
+    if graphs is not None:
+        xs, kps = graphs.descend(cams, **descend_kw)
+    else:
+        xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)
     if any(placed):
         # the reconstructed face's landmarks fit the photo better than the template's
         cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide)
     if refine and model.camera_refiner is not None and (refine_placed or not all(placed)):
-        refined = model.refine_cameras(prep, feats, cams, xs[:, -1])
+        refined = graphs.refine_cameras(cams, xs[:, -1]) if graphs is not None else \
+            model.refine_cameras(prep, feats, cams, xs[:, -1], rounds=POST_DESCENT_ROUNDS)
         use = torch.tensor([refine_placed or not p for p in placed], device=cams.R.device)
         cams = Cameras(cams.K, torch.where(use[None, :, None, None], refined.R, cams.R),
                        torch.where(use[None, :, None], refined.t, cams.t))

@@ -36,6 +36,19 @@ REGIONS = {"jaw sides (0-5, 11-16)": [*range(0, 6), *range(11, 17)], "chin (6-10
            "mouth": list(range(48, 68))}
 
 
+def signed_offsets(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``(68, 2)`` offsets of ``pred`` from ``ref`` (pixels) in units of ``ref``'s outer-eye-corner distance:
+    x along its eye line towards the subject's left, mirrored on the jaw's left half (points 0-7) so that +
+    is outwards on both sides; y down the face."""
+    ex = ref[OUTER_EYE[1]] - ref[OUTER_EYE[0]]
+    d = float(np.linalg.norm(ex))
+    ex = ex / d
+    e = (pred - ref) / d
+    o = np.stack([e @ ex, e @ np.array([-ex[1], ex[0]])], 1)
+    o[:8, 0] *= -1  # points 0-7 lie on the subject's right: outwards is -x
+    return o
+
+
 def jaw_bands(tpl, width: float = 0.003, reach: float = 0.03, inward: float = 0.02):
     """Per jaw landmark: template vertex ids in a thin radial slice through it (from the eye line's
     centre outwards, within ``inward``/``reach`` m of it) and their signed outward distance."""
@@ -102,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if dl.available:
             refs["dlib"] = dl.landmarks(img, faces[0].crop_box)[0]
         for name, ref in refs.items():
-            ex = ref[OUTER_EYE[1]] - ref[OUTER_EYE[0]]
-            d = float(np.linalg.norm(ex))
-            ex = ex / d
-            e = (res.landmarks2d[0] - ref) / d
-            offsets[name].append(np.stack([e @ ex, e @ np.array([-ex[1], ex[0]])], 1))
+            offsets[name].append(signed_offsets(res.landmarks2d[0], ref))
             jaw_nme[name]["fixed"].append(nme(res.landmarks2d[0], ref, JAW))
             jaw_nme[name]["marched"].append(nme(marched, ref, JAW))
     lines = ["# Landmark offsets on the sample photos", "", generated_by("jaw_offsets.py", argv), "",
@@ -116,14 +125,11 @@ def main(argv: list[str] | None = None) -> int:
              "outer-eye-corner distance: x along the eye line towards the subject's left (the jaw's left "
              "half, points 0-7, is mirrored so + is outwards on both sides), y down the face.", "",
              "| reference | region | x (outwards for the jaw) | y (down) | mean distance |", "|---|---|---|---|---|"]
-    mirror = np.ones(68)
-    mirror[:8] = -1  # points 0-7 lie on the subject's right: outwards is -x
     for name, offs in offsets.items():
         if not offs:
             lines.append(f"| {name} | (not installed: {dl.why}) | | | |")
             continue
         o = np.stack(offs)  # (P, 68, 2)
-        o[..., 0] *= mirror
         for region, ids in REGIONS.items():
             x, y = (np.median(o[:, ids, k].mean(1)) * 100 for k in (0, 1))
             dist = np.median(np.linalg.norm(o[:, ids], axis=2).mean(1)) * 100

@@ -1,8 +1,9 @@
-"""``glvd`` / ``python -m glvd``: reconstruct, worker, train, evaluate, info.
+"""``glvd`` / ``python -m glvd``: reconstruct, batch, worker, train, evaluate, info.
 
 Exit codes a script can rely on: 0 success, 1 internal error, 2 usage,
 3 unreadable image, 4 no face found, 5 checkpoint problem, 6 torch missing,
-130 interrupted. Progress goes to stderr; stdout stays clean.
+7 some inputs of a batch failed (its report says which), 130 interrupted.
+Progress goes to stderr; stdout stays clean.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 EXIT_CODES = {"internal": 1, "bad_request": 2, "unreadable_image": 3, "no_face": 4, "checkpoint": 5,
-              "torch_missing": 6, "cancelled": 130}
+              "torch_missing": 6, "batch_failures": 7, "cancelled": 130}
+MESH_SUFFIXES = (".obj", ".ply", ".glb")
 
 
 def _err(msg: str) -> None:
@@ -43,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
     r.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    b = sub.add_parser("batch", help="reconstruct many faces in one process: one per photo, or per folder of "
+                                     "photos of one person")
+    b.add_argument("inputs", nargs="+", help="photos (one face each) and/or folders (1-8 photos of one person each)")
+    b.add_argument("-o", "--out-dir", required=True, help="output folder: NAME.FORMAT per face, batch_report.csv")
+    b.add_argument("--format", choices=("glb", "obj", "ply"), default="glb", help="mesh format (default glb)")
+    b.add_argument("--steps", type=int, default=10, help="descent steps, 1-30 (default 10)")
+    b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
+    b.add_argument("--lens-35mm", type=float, default=None, metavar="MM",
+                   help="lens of photos without an EXIF focal length, 35 mm equivalent")
+    b.add_argument("--texture", action="store_true", help="also bake NAME.png from the photos")
+    b.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
+    b.add_argument("--json", action="store_true", help="also write NAME.json (cameras, landmarks, timings)")
+    b.add_argument("--skip-existing", action="store_true", help="leave faces whose mesh exists (resume a batch)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     w = sub.add_parser("worker", help="serve JSON-line requests on stdin (for Blender; docs/worker_protocol.md)")
     w.add_argument("--device", default="auto")
@@ -87,13 +106,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _reconstruct(a: argparse.Namespace) -> int:
-    import numpy as np
-
     from .api import Reconstructor
-    from .export import write_glb, write_obj, write_ply
 
     out = Path(a.output)
-    if out.suffix.lower() not in (".obj", ".ply", ".glb"):
+    if out.suffix.lower() not in MESH_SUFFIXES:
         _err(f"unsupported output {out.name}: use .obj, .ply or .glb")
         return 2
     cams = None
@@ -108,13 +124,26 @@ def _reconstruct(a: argparse.Namespace) -> int:
     if not rec.trained:
         _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the result is meaningless")
     res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say, lens_35mm=a.lens_35mm)
+    _write_outputs(res, a.images, out, a.texture, a.texture_size, a.all_steps, a.json, say)
+    say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
+    return 0
+
+
+def _write_outputs(res, images, out: Path, texture: str | None, texture_size: int, all_steps: bool,
+                   json_path: str | None, say) -> None:
+    """The mesh (and its per-step files, texture and JSON when asked). The mesh is written under a temporary
+    name and renamed last, so an existing ``out`` is always a complete result."""
+    import numpy as np
+
+    from .export import write_glb, write_obj, write_ply
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tex_path = None
-    if a.texture:
+    if texture:
         from .texture import bake_texture
 
-        say("texture", f"baking texture {a.texture}")
-        tex_path = bake_texture(res, a.images, a.texture, size=a.texture_size)
+        say("texture", f"baking texture {texture}")
+        tex_path = bake_texture(res, images, texture, size=texture_size)
 
     def write(path: Path, verts: np.ndarray) -> None:
         if path.suffix.lower() == ".obj":
@@ -122,23 +151,53 @@ def _reconstruct(a: argparse.Namespace) -> int:
         elif path.suffix.lower() == ".ply":
             write_ply(path, verts, res.quads)
 
-    if out.suffix.lower() == ".glb":
-        png = Path(tex_path).read_bytes() if tex_path else None
-        write_glb(out, res.vertices, res.quads, res.uvs, res.quad_uvs, texture_png=png)
-    else:
-        write(out, res.final)
-    if a.all_steps:
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+    try:
+        if out.suffix.lower() == ".glb":
+            png = Path(tex_path).read_bytes() if tex_path else None
+            write_glb(partial, res.vertices, res.quads, res.uvs, res.quad_uvs, texture_png=png)
+        else:
+            write(partial, res.final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if all_steps:
         for i in range(1, res.steps + 1):
             suffix = ".obj" if out.suffix.lower() == ".glb" else out.suffix
             write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
-    if a.json:
-        Path(a.json).write_text(json.dumps({
+    if json_path:
+        Path(json_path).write_text(json.dumps({
             "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
             "focal_sources": res.focal_sources,
             "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
             "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
-    say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
-    return 0
+    os.replace(partial, out)
+
+
+def _batch(a: argparse.Namespace) -> int:
+    from .api import Reconstructor
+    from .batch import REPORT_NAME, collect_items, run_batch
+
+    suffix = "." + a.format
+    out_dir = Path(a.out_dir)
+    items = collect_items(a.inputs)
+    log = (lambda msg: None) if a.quiet else _err
+    rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
+    if not rec.trained:
+        _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the results are meaningless")
+
+    def write(res, photos, out: Path) -> None:
+        _write_outputs(res, [str(p) for p in photos], out, str(out.with_suffix(".png")) if a.texture else None,
+                       a.texture_size, False, str(out.with_suffix(".json")) if a.json else None, lambda *_: None)
+
+    t0 = time.perf_counter()
+    outcomes = run_batch(lambda photos: rec.reconstruct(photos, steps=a.steps, lens_35mm=a.lens_35mm), write,
+                         items, out_dir, suffix, a.skip_existing, log)
+    failed = [o for o in outcomes if o.status == "failed"]
+    done = sum(o.status == "done" for o in outcomes)
+    log(f"{done} done, {len(outcomes) - done - len(failed)} skipped, {len(failed)} failed in "
+        f"{time.perf_counter() - t0:.1f} s; report: {out_dir / REPORT_NAME}")
+    return EXIT_CODES["batch_failures"] if failed else 0
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -188,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "reconstruct":
             return _reconstruct(a)
+        if a.cmd == "batch":
+            return _batch(a)
         if a.cmd == "worker":
             from .worker import serve
 

@@ -98,7 +98,7 @@ class Reconstructor:
         self.template = self.model.template
         self.image_size = self.model.cfg.image_size
         # on CUDA, each (views, steps) shape is captured once as CUDA graphs (glvd.cuda_graph) and replayed:
-        # 5-8x less time on the GPU at batch 1 (docs/gpu_check/); None marks a shape whose capture failed
+        # 4-8x less time on an H100 at batch 1 (docs/gpu_check/); None marks a shape whose capture failed
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._pipelines: dict[tuple[int, int], object] = {}
 

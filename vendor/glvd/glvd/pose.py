@@ -236,6 +236,8 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
     placed = [s != FROM_HEAD for s in sources]
     if graphs is not None:
+        if steps is not None and steps != graphs.steps:
+            raise ValueError(f"the CUDA graphs were captured for {graphs.steps} steps, not {steps}")
         xs, kps = graphs.descend(cams, **descend_kw)
     else:
         xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from glvd.pose import pnp_cameras, solve_pnp
 
@@ -67,7 +68,7 @@ def test_landmark_cameras_replace_detected_views_and_keep_the_rest():
     head_R = torch.eye(3)[None, None].repeat(1, 2, 1, 1) * torch.tensor([1.0, -1.0, -1.0])[:, None]
     head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None].repeat(1, 2, 1, 1), head_R,
                    torch.tensor([[[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]]]))
-    cams, sources = landmark_cameras(head, [uv, None], face68)
+    cams, sources = landmark_cameras(head, [uv, None], face68, convention="kit")
     assert sources == ["landmarks", "camera head"]
     Rp = cams.R[0, 0].double().numpy()
     ang = math.degrees(math.acos(np.clip((np.trace(Rp.T @ R) - 1) / 2, -1, 1)))
@@ -75,7 +76,7 @@ def test_landmark_cameras_replace_detected_views_and_keep_the_rest():
     assert torch.equal(cams.R[0, 1], head.R[0, 1]) and torch.equal(cams.t[0, 1], head.t[0, 1])
     assert torch.equal(head.R[0, 0], head_R[0, 0])  # the input cameras are not modified
     # landmarks no rigid face explains: the camera head is kept
-    _, sources = landmark_cameras(head, [uv[rng.permutation(68)], None], face68)
+    _, sources = landmark_cameras(head, [uv[rng.permutation(68)], None], face68, convention="kit")
     assert sources == ["camera head", "camera head"]
 
 
@@ -120,14 +121,14 @@ def test_wide_yaw_views_keep_the_camera_head_rotation():
                    torch.tensor(np.stack([v[2] @ tilt for v in views]), dtype=torch.float32)[None],
                    torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])[None])
     assert wide_yaw_views(head) == [False, True]
-    cams, sources = landmark_cameras(head, [v[0] for v in views], face68)
+    cams, sources = landmark_cameras(head, [v[0] for v in views], face68, convention="kit")
     assert sources == [FROM_LANDMARKS, FROM_HEAD_AND_LANDMARKS]
     assert torch.equal(cams.R[0, 1], head.R[0, 1])  # the wide view keeps the head's rotation ...
     assert abs(float(cams.t[0, 1, 2]) - views[1][3][2]) < 0.05  # ... and takes its position from the landmarks
     R0 = cams.R[0, 0].double().numpy()  # the near-frontal one is solved by PnP
     assert math.degrees(math.acos(np.clip((np.trace(R0.T @ views[0][2]) - 1) / 2, -1, 1))) < 0.1
     # the caller can decide which views keep their rotation
-    _, sources = landmark_cameras(head, [v[0] for v in views], face68, keep_rotation=[False, False])
+    _, sources = landmark_cameras(head, [v[0] for v in views], face68, keep_rotation=[False, False], convention="kit")
     assert sources == [FROM_LANDMARKS, FROM_LANDMARKS]
 
 
@@ -147,7 +148,7 @@ def test_a_wide_head_rotation_that_cannot_explain_the_landmarks_gives_way_to_pnp
     head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None], torch.tensor(R_head, dtype=torch.float32)[None, None],
                    torch.tensor([[[0.0, 0.0, 0.5]]]))
     assert wide_yaw_views(head) == [True]
-    cams, sources = landmark_cameras(head, [uv], face68)
+    cams, sources = landmark_cameras(head, [uv], face68, convention="kit")
     assert sources == [FROM_LANDMARKS]
     R_est = cams.R[0, 0].double().numpy()
     assert math.degrees(math.acos(np.clip((np.trace(R_est.T @ R) - 1) / 2, -1, 1))) < 0.1
@@ -160,5 +161,62 @@ def test_a_wide_head_rotation_that_cannot_explain_the_landmarks_gives_way_to_pnp
     head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None], torch.tensor(R @ roll, dtype=torch.float32)[None, None],
                    torch.tensor([[[0.0, 0.0, 0.5]]]))
     assert wide_yaw_views(head) == [True]
-    cams, sources = landmark_cameras(head, [uv], face68)
+    cams, sources = landmark_cameras(head, [uv], face68, convention="kit")
     assert sources == [FROM_HEAD] and torch.equal(cams.R, head.R)
+
+
+def test_mediapipe_offsets_are_shipped_and_small():
+    """The calibration ships with the runtime: 68 finite, read-only offsets of at most a couple of cm, the
+    jaw's larger than the eyes' (MediaPipe marks the jaw line elsewhere; the eye corners agree)."""
+    from glvd.landmarks_map import mediapipe68_offsets
+
+    off = mediapipe68_offsets()
+    assert off.shape == (68, 3) and np.isfinite(off).all() and not off.flags.writeable
+    size = np.linalg.norm(off, axis=1)
+    assert size.max() < 0.025 and np.median(size[:17]) > np.median(size[36:48])
+
+
+def test_a_broken_calibration_is_a_clear_error(tmp_path, monkeypatch):
+    import glvd.landmarks_map as lm
+    from glvd.errors import GLVDError
+
+    bad = tmp_path / "offsets.json"
+    bad.write_text('{"offsets_m": [[0, 0]]}')
+    monkeypatch.setattr(lm, "OFFSETS_PATH", bad)
+    lm.mediapipe68_offsets.cache_clear()
+    try:
+        with pytest.raises(GLVDError, match="offsets"):
+            lm.mediapipe68_offsets()
+        monkeypatch.setattr(lm, "OFFSETS_PATH", tmp_path / "missing.json")
+        with pytest.raises(GLVDError, match="missing or broken"):
+            lm.mediapipe68_offsets()
+    finally:
+        lm.mediapipe68_offsets.cache_clear()
+
+
+def test_landmark_cameras_place_a_view_on_mediapipe_style_landmarks():
+    """In the MediaPipe convention PnP runs against the vertices moved by the calibration: a view whose
+    landmarks are where MediaPipe would mark them (the moved points, projected) gets its exact camera,
+    which PnP against the bare vertices misses."""
+    import torch
+
+    from glvd.cameras import Cameras
+    from glvd.pose import landmark_cameras, landmark_points
+
+    face68 = np.random.default_rng(4).normal(size=(68, 3)) * [0.05, 0.06, 0.03]
+    _, _, K, R, t = _setup(10.0)
+    c = landmark_points(face68, "mediapipe") @ R.T + t
+    uv = (c @ K.T)[:, :2] / c[:, 2:3]
+    head = Cameras(torch.tensor(K, dtype=torch.float32)[None, None],
+                   (torch.eye(3) * torch.tensor([1.0, -1.0, -1.0]))[None, None], torch.tensor([[[0.0, 0.0, 0.5]]]))
+
+    def angle(cams):
+        Rp = cams.R[0, 0].double().numpy()
+        return math.degrees(math.acos(np.clip((np.trace(Rp.T @ R) - 1) / 2, -1, 1)))
+
+    mp_cams, _ = landmark_cameras(head, [uv], face68)
+    kit_cams, _ = landmark_cameras(head, [uv], face68, convention="kit")
+    assert angle(mp_cams) < 0.1 and np.abs(mp_cams.t[0, 0].numpy() - t).max() < 1e-3
+    assert angle(kit_cams) > 5 * angle(mp_cams)
+    with pytest.raises(ValueError, match="convention"):
+        landmark_points(face68, "dlib")

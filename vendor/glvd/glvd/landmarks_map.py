@@ -11,7 +11,16 @@ vertices) and was checked by drawing both on photos (docs/photos.md).
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
+
 import numpy as np
+
+from .errors import GLVDError
+
+#: written by tools/calibrate_mediapipe_landmarks.py (docs/mediapipe_offsets.md)
+OFFSETS_PATH = Path(__file__).with_name("assets") / "mediapipe68_offsets.json"
 
 #: For each of the 68 points, the Face Mesh vertex ids averaged to make it.
 MEDIAPIPE_TO_68: tuple[tuple[int, ...], ...] = (
@@ -43,3 +52,24 @@ def mediapipe_to_68(points: np.ndarray) -> np.ndarray:
     if p.ndim != 2 or p.shape[0] < 468:
         raise ValueError(f"expected (468|478, D) Face Mesh points, got {p.shape}")
     return p[_PAIRS].mean(axis=1).astype(p.dtype if np.issubdtype(p.dtype, np.floating) else np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def mediapipe68_offsets() -> np.ndarray:
+    """``(68, 3)`` head-frame offsets (metres) from the kit's 68 landmark vertices to the points MediaPipe's
+    mapped 68 mark, fitted on renders with the true shape and camera.
+
+    The two conventions differ (MediaPipe's jaw and chin sit higher, docs/landmark_conventions.md), so PnP
+    between MediaPipe's points and the bare vertices tilts and shifts the camera; against ``vertices +
+    offsets`` it does not. Read-only. Raises :class:`glvd.errors.GLVDError` when the file is missing or
+    broken (a damaged install).
+    """
+    try:
+        a = np.asarray(json.loads(OFFSETS_PATH.read_text())["offsets_m"], np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GLVDError(f"the landmark calibration {OFFSETS_PATH} is missing or broken ({exc}): reinstall glvd") \
+            from exc
+    if a.shape != (68, 3) or not np.isfinite(a).all():
+        raise GLVDError(f"the landmark calibration {OFFSETS_PATH} holds {a.shape}, not 68 finite 3D offsets")
+    a.setflags(write=False)
+    return a

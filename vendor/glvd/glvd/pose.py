@@ -4,6 +4,10 @@ On real photos the camera head (trained on synthetic renders only) misjudges dis
 a detector trained on real faces (MediaPipe) places the 68 landmarks within a few percent of the
 eye distance, so PnP against the face's 3D landmarks pins the camera down far better. The
 runtime uses it first on the template (before the descent) and again on the reconstructed face.
+MediaPipe marks some landmarks elsewhere than the kit's landmark vertices lie (its jaw and chin
+higher), so PnP runs against the vertices moved by offsets calibrated on renders
+(:func:`glvd.landmarks_map.mediapipe68_offsets`): without them the camera tilts to fit the
+convention and the face's projection is off where it matters (docs/mediapipe_offsets.md).
 """
 
 from __future__ import annotations
@@ -157,7 +161,22 @@ def pnp_cameras(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray) -> tu
     return np.stack(Rs), np.stack(ts)
 
 
-def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotation: list[bool] | None = None):
+def landmark_points(face_landmarks68: np.ndarray, convention: str = "mediapipe") -> np.ndarray:
+    """``(68, 3)`` the points a detector's 68 landmarks mark on a face whose landmark vertices are
+    ``face_landmarks68``: ``"mediapipe"`` (the runtime's detector; the vertices moved by
+    :func:`glvd.landmarks_map.mediapipe68_offsets`) or ``"kit"`` (the vertices themselves: exact projections)."""
+    pts = np.asarray(face_landmarks68, np.float64)
+    if convention == "mediapipe":
+        from .landmarks_map import mediapipe68_offsets
+
+        return pts + mediapipe68_offsets()
+    if convention == "kit":
+        return pts
+    raise ValueError(f"unknown landmark convention {convention!r}: 'mediapipe' or 'kit'")
+
+
+def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotation: list[bool] | None = None,
+                     convention: str = "mediapipe"):
     """Replace each view's camera by PnP of a face's inner landmarks on detected ones.
 
     The photo path (:func:`descend_with_landmark_cameras`: before the descent on the template, after
@@ -169,6 +188,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
             ``R (1, V, 3, 3)``, ``t (1, V, 3)``; views without landmarks keep these.
         landmarks2d: per view, ``(68, 2)`` detected landmarks in the crop's pixels, or None.
         face_landmarks68: ``(68, 3)`` the face's landmark vertices (head frame, metres).
+        convention: whose 68 ``landmarks2d`` are (:func:`landmark_points`).
     Returns:
         the new cameras and, per view, :data:`FROM_LANDMARKS`, :data:`FROM_HEAD` or
         :data:`FROM_HEAD_AND_LANDMARKS`.
@@ -177,7 +197,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 
     from .cameras import Cameras
 
-    lm3d = np.asarray(face_landmarks68, np.float64)[INNER]
+    lm3d = landmark_points(face_landmarks68, convention)[INNER]
     if keep_rotation is None:
         keep_rotation = wide_yaw_views(cams)
     R, t = cams.R.clone(), cams.t.clone()
@@ -209,7 +229,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None,
                                   keep_rotation: list[bool] | None = None, refine: bool = True,
                                   refine_placed: bool = REFINE_AFTER_PNP, prep: dict | None = None, graphs=None,
-                                  **descend_kw):
+                                  convention: str = "mediapipe", **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
@@ -221,8 +241,9 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     refiner, refine the views no landmarks placed once more on the result; ``refine_placed``: the
     landmark-placed ones too (default :data:`REFINE_AFTER_PNP`); ``prep`` ``model.prepare(feats)`` when
     the caller has it; ``graphs`` a :class:`glvd.cuda_graph.GraphedPipeline` whose last ``front`` gave
-    ``feats`` and ``prep``, to run the descent and the refiner as its CUDA graphs; ``descend_kw`` passed to
-    ``model.descend`` (on_step, cancel).
+    ``feats`` and ``prep``, to run the descent and the refiner as its CUDA graphs; ``convention`` whose
+    landmarks ``landmarks2d`` are (:func:`landmark_points`); ``descend_kw`` passed to ``model.descend``
+    (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
     """
@@ -233,7 +254,7 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     lm_ids = model.template.landmarks68
     wide = wide_yaw_views(cams) if keep_rotation is None else keep_rotation
     prep = model.prepare(feats) if prep is None else prep
-    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide)
+    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide, convention)
     placed = [s != FROM_HEAD for s in sources]
     if graphs is not None:
         if steps is not None and steps != graphs.steps:
@@ -243,7 +264,7 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
         xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)
     if any(placed):
         # the reconstructed face's landmarks fit the photo better than the template's
-        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide)
+        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide, convention)
     if refine and model.camera_refiner is not None and (refine_placed or not all(placed)):
         refined = graphs.refine_cameras(cams, xs[:, -1]) if graphs is not None else \
             model.refine_cameras(prep, feats, cams, xs[:, -1], rounds=POST_DESCENT_ROUNDS)

@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     snaps = [k for k in r["v2v"] if k != "none"]
     lines += ["", f"Reading: a perfect reconstruction (the true face, true camera) scores {pct(r['nme']['truth'])} "
               "against MediaPipe's 68 on renders, most of it on the jaw and chin, which MediaPipe marks higher "
-              "than the kit's landmark vertices; that is a convention, not an error. Snapping the reconstruction "
+              "than the kit's landmark vertices; that is a convention, not an error (the photo path's PnP allows "
+              "for it: docs/mediapipe_offsets.md). Snapping the reconstruction "
               "onto MediaPipe's landmarks makes the 3D face worse on renders (mean v2v "
               f"{base.mean():.2f} -> {np.mean(r['v2v'][snaps[0]]):.2f} mm), so the runtime does not do it, "
               "whatever it would do to the photo NME.", ""]

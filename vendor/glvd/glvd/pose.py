@@ -29,9 +29,9 @@ WIDE_YAW_DEG = 45.0
 RESCUE_MAX_YAW_DEG = 25.0
 
 #: refine the views PnP placed on a detector's landmarks as well? No: on real photos the refiner (trained
-#: on renders only) pulls those cameras off the face (68-landmark NME against dlib 7.0 -> 11.7% on
-#: grace_hopper, 7.7 -> 14.7% on LFW), while on the views without landmarks it is far better than the
-#: camera head alone (NME 22-31% -> 7-18%): tools/photo_cameras.py, docs/photo_cameras.md
+#: on renders only) pulls those cameras off the face (68-landmark NME against dlib 4.5 -> 7.6% on
+#: grace_hopper, 7.1 -> 11.6% on LFW), while on the views without landmarks it is far better than the
+#: camera head alone (NME 22-31% -> 7-16%): tools/photo_cameras.py, docs/photo_cameras.md
 REFINE_AFTER_PNP = False
 
 #: refiner rounds after the descent: the cameras are then within a few degrees, and on renders (48 faces x 3

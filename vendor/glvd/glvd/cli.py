@@ -147,7 +147,8 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
 
     def write(path: Path, verts: np.ndarray) -> None:
         if path.suffix.lower() == ".obj":
-            write_obj(path, verts, res.quads, res.uvs, res.quad_uvs, texture=tex_path)
+            write_obj(path, verts, res.quads, res.uvs, res.quad_uvs, texture=tex_path,
+                      mtl_name=out.with_suffix(".mtl").name)
         elif path.suffix.lower() == ".ply":
             write_ply(path, verts, res.quads)
 

@@ -10,12 +10,13 @@ import numpy as np
 
 
 def write_obj(path: str | Path, verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray | None = None,
-              quad_uvs: np.ndarray | None = None, texture: str | None = None) -> Path:
-    """Quads with UVs; ``texture`` (a PNG beside the file) adds an .mtl."""
+              quad_uvs: np.ndarray | None = None, texture: str | None = None, mtl_name: str | None = None) -> Path:
+    """Quads with UVs; ``texture`` (a PNG beside the file) adds an .mtl beside it (``mtl_name``, default the
+    OBJ's name with .mtl: a file written under a temporary name passes its final one)."""
     path = Path(path)
     lines = [f"# GLVD Face: {len(verts)} vertices, {len(quads)} quads, metres"]
     if texture:
-        mtl = path.with_suffix(".mtl")
+        mtl = path.with_name(mtl_name) if mtl_name else path.with_suffix(".mtl")
         mtl.write_text(f"newmtl glvd_face\nKd 1 1 1\nmap_Kd {Path(texture).name}\n")
         lines += [f"mtllib {mtl.name}", "usemtl glvd_face"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]

@@ -1,8 +1,8 @@
 """The reconstruction's GPU work captured once as CUDA graphs, then replayed.
 
-At batch 1 a GPU spends most of a reconstruction waiting for Python to launch its small kernels
-(docs/gpu_check/bench_inference.txt: 38.5 ms eager for one view on an H100). A CUDA graph records every
-launch once; a replay issues them all in one call. Shapes (faces, views, steps) are fixed at capture:
+At batch 1 a GPU spends most of a reconstruction waiting for Python to launch its small kernels (eager,
+20-38 ms for one view on an H100 or H200, depending on the host; replayed, under 5 ms: docs/gpu_check/).
+A CUDA graph records every launch once; a replay issues them all in one call. Shapes (faces, views, steps) are fixed at capture:
 one :class:`GraphedPipeline` per shape.
 
 The work is split into three graphs so that the CPU can act between them, as the photo path does

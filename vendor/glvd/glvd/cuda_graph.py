@@ -2,8 +2,8 @@
 
 At batch 1 a GPU spends most of a reconstruction waiting for Python to launch its small kernels (eager,
 20-38 ms for one view on an H100 or H200, depending on the host; replayed, under 5 ms: docs/gpu_check/).
-A CUDA graph records every launch once; a replay issues them all in one call. Shapes (faces, views, steps) are fixed at capture:
-one :class:`GraphedPipeline` per shape.
+A CUDA graph records every launch once; a replay issues them all in one call. Shapes (faces, views,
+steps) are fixed at capture: one :class:`GraphedPipeline` per shape.
 
 The work is split into three graphs so that the CPU can act between them, as the photo path does
 (OpenCV's PnP on a detector's landmarks before and after the descent):

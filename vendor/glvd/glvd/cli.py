@@ -159,20 +159,20 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
             write_glb(partial, res.vertices, res.quads, res.uvs, res.quad_uvs, texture_png=png)
         else:
             write(partial, res.final)
-    except BaseException:
+        if all_steps:
+            for i in range(1, res.steps + 1):
+                suffix = ".obj" if out.suffix.lower() == ".glb" else out.suffix
+                write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
+        if json_path:
+            Path(json_path).write_text(json.dumps({
+                "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
+                "focal_sources": res.focal_sources,
+                "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
+                "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
+        os.replace(partial, out)
+    except BaseException:  # a failed write or Ctrl-C: no half-written mesh under either name
         partial.unlink(missing_ok=True)
         raise
-    if all_steps:
-        for i in range(1, res.steps + 1):
-            suffix = ".obj" if out.suffix.lower() == ".glb" else out.suffix
-            write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
-    if json_path:
-        Path(json_path).write_text(json.dumps({
-            "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
-            "focal_sources": res.focal_sources,
-            "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
-            "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
-    os.replace(partial, out)
 
 
 def _batch(a: argparse.Namespace) -> int:

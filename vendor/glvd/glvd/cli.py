@@ -228,6 +228,7 @@ def _info(a: argparse.Namespace) -> int:
 
     rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
     print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "device": str(rec.device),
+                      "cuda_graphs": rec.cuda_graphs,
                       "checkpoint": rec.checkpoint_path, "trained": rec.trained,
                       "provenance": rec.provenance, "vertices": rec.template.num_vertices}, indent=1, default=str))
     return 0

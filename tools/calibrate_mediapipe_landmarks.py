@@ -42,14 +42,15 @@ MAX_YAW = 60.0
 IMAGE_SIZE = 128
 
 
-def observations(kit: str | None, seed: int, faces: int, mp: MediaPipeMesh, chunk: int = 16) -> list[dict]:
-    """Per view MediaPipe found (|yaw| <= MAX_YAW): its 68 (crop px), the true 68 vertices and camera."""
+def observations(kit: str | None, seed: int, faces: int, mp: MediaPipeMesh, chunk: int = 16,
+                 max_yaw: float = MAX_YAW) -> list[dict]:
+    """Per view MediaPipe found (|yaw| <= max_yaw): its 68 (crop px), the true 68 vertices and camera."""
     synth = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=IMAGE_SIZE), seed=seed)
     obs = []
     for start_ in range(0, faces, chunk):
         s = synth.sample(min(chunk, faces - start_), 1)
         for f in range(s["images"].shape[0]):
-            if abs(float(head_yaw_deg(s["R"][f])[0])) > MAX_YAW:
+            if abs(float(head_yaw_deg(s["R"][f])[0])) > max_yaw:
                 continue
             pts = mp(s["images"][f, 0])
             if pts is None:
@@ -113,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=400, help="single-view renders to fit on")
     p.add_argument("--held-out", type=int, default=100, help="single-view renders to report on")
     p.add_argument("--write", default=None, help="write the offsets (JSON) here")
+    p.add_argument("--max-yaw", type=float, default=MAX_YAW, help="fit on views up to this yaw (deg)")
     a, t0 = start(p, argv)
     lm_ids = np.asarray(load_checkpoint(None)[0].template.landmarks68)  # the runtime's landmark vertices
     mp = MediaPipeMesh()
-    fit_obs = observations(a.kit, FIT_SEED, a.faces, mp)
+    fit_obs = observations(a.kit, FIT_SEED, a.faces, mp, max_yaw=a.max_yaw)
     test_obs = observations(a.kit, HELD_OUT_SEED, a.held_out, mp)
     mp.close()
     offsets = fit_offsets(fit_obs, lm_ids)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     "MediaPipe Face Mesh 0.10.21 (mapped by glvd.landmarks_map) marks; fitted on renders by "
                     "tools/calibrate_mediapipe_landmarks.py",
             "provenance": {"commit": git_commit(), "fit_seed": FIT_SEED, "fit_views": len(fit_obs),
-                           "max_yaw_deg": MAX_YAW, "image_size": IMAGE_SIZE,
+                           "max_yaw_deg": a.max_yaw, "image_size": IMAGE_SIZE,
                            "command": generated_by("calibrate_mediapipe_landmarks.py", argv)},
             "offsets_m": np.round(offsets, 6).tolist()}, indent=1))
     med = lambda v: f"{np.median(v):.2f}"  # noqa: E731
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                "mouth": slice(48, 68)}
     lines = ["# MediaPipe's landmarks on the kit's face", "", generated_by("calibrate_mediapipe_landmarks.py", argv),
              "", __doc__.split("Usage:")[0].split("\n", 2)[2].strip(), "",
-             f"Fitted on {len(fit_obs)} views ({a.faces} renders, seed {FIT_SEED}, |yaw| <= {MAX_YAW:.0f} deg, "
+             f"Fitted on {len(fit_obs)} views ({a.faces} renders, seed {FIT_SEED}, |yaw| <= {a.max_yaw:.0f} deg, "
              f"MediaPipe found); reported on {len(test_obs)} held-out views (seed {HELD_OUT_SEED}).", "",
              "Offset length per region (mm): " + ", ".join(
                  f"{k} {np.median(mm[s]):.1f} (max {mm[s].max():.1f})" for k, s in regions.items()), "",

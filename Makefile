@@ -1,7 +1,7 @@
 # GLVD Face: every target sets up .venv on first use.
 #   make demo   build + install the extension into Blender (bpy), reconstruct a photo -> out/
 #   make test   ruff check + pytest
-#   make bench  benchmark scripts (print figures, never assert on time)
+#   make bench  benchmark scripts (print figures, never assert on time; AGAINST=<rev> adds bench_against)
 #   make build  python build.py (the full extension zip, with dependency wheels)
 #   make train  train the model (glvd train)
 
@@ -40,8 +40,14 @@ test: $(STAMP) lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc
 
+# bench_against.py compares with another git revision: make bench AGAINST=<rev> (skipped without it)
 bench: $(STAMP)
-	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+	@set -e; for f in bench/bench_*.py; do \
+	  if [ "$$f" = bench/bench_against.py ]; then \
+	    if [ -z "$(AGAINST)" ]; then echo "== $$f: skipped (make bench AGAINST=<git rev>)"; continue; fi; \
+	    echo "== $$f $(AGAINST)"; $(PY) $$f $(AGAINST); continue; \
+	  fi; \
+	  echo "== $$f"; $(PY) $$f; done
 
 build: $(STAMP)
 	$(PY) build.py $(BUILD_ARGS)

@@ -178,9 +178,9 @@ def test_run_glvd_photo_path_uses_the_landmark_cameras(tmp_path):
     assert not torch.allclose(out["lmk"], out["est"])  # other cameras, other descent
     torch.testing.assert_close(out["R_lmk"][1], out["R_est"][1])  # no landmarks: the camera head's
     # the returned camera is PnP of the reconstructed face's inner landmarks, as the runtime returns it
-    from glvd.pose import INNER, landmark_points, solve_pnp
+    from glvd.pose import PNP_LANDMARKS, landmark_points, solve_pnp
 
     final68 = landmark_points(out["lmk"][-1][model.template.landmarks68].double().numpy())  # MediaPipe's
-    R_pnp, _ = solve_pnp(final68[INNER], uv.double().numpy()[INNER], K[0].double().numpy())
+    R_pnp, _ = solve_pnp(final68[PNP_LANDMARKS], uv.double().numpy()[PNP_LANDMARKS], K[0].double().numpy())
     np.testing.assert_allclose(out["R_lmk"][0].double().numpy(), R_pnp, atol=1e-4)
     assert "lmk" not in run_glvd(model, imgs, K, R, t, 2)

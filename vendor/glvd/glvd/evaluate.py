@@ -568,7 +568,8 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       + (", refined by its camera refiner on the template before the descent and on the result after it "
          "(glvd.camera_refine)" if refined else "")
       + "; PnP + the fit for (b)/(c)) except in the 'true cameras' rows. 'Landmark cameras (photo path)' is what "
-      "`glvd.Reconstructor` does on photos: PnP of the template's 51 inner landmarks on MediaPipe's for every "
+      "`glvd.Reconstructor` does on photos: PnP of the template's 51 inner landmarks (moved to where MediaPipe "
+      "marks them: glvd.landmarks_map.mediapipe68_offsets) on MediaPipe's for every "
       f"view where MediaPipe found the face (the {'refined ' if refined else ''}camera head elsewhere; where it "
       f"puts the yaw at {WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the "
       "rotation stays its own: docs/camera_budget.md), the descent, then PnP once more on the result"

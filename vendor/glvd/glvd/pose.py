@@ -42,9 +42,16 @@ POST_DESCENT_ROUNDS = 1
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
 
-#: the inner 51 of the 68 landmarks: the reconstruction's jaw sides lie 6-9% of the eye distance
-#: inside the detectors' (docs/jaw_offsets.md; 15-18% before the focal prior), so the jaw would pull the pose
+#: the inner 51 of the 68 landmarks (the jaw line left out)
 INNER = slice(17, 68)
+
+#: the landmarks PnP fits: the inner 51. All 68 (with the jaw's convention offset calibrated) was
+#: measured in session 12 (tools/pnp_landmarks.py, docs/pnp_landmarks.md): on LFW faces 20-99 (not the
+#: evaluation's photos) NME against dlib 7.2 -> 6.7% and on renders a better position, but on renders
+#: the frontal views' rotation worse (photo path under 20 deg of yaw 5.3 -> 7.5 deg, camera_budget), the
+#: camera bending to fit a jaw line the reconstruction has too narrow; the jaw is also a contour that
+#: slides with the pose. Kept out until real photos with known cameras can decide.
+PNP_LANDMARKS = INNER
 
 
 def project_points(points3d: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -177,7 +184,7 @@ def landmark_points(face_landmarks68: np.ndarray, convention: str = "mediapipe")
 
 def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotation: list[bool] | None = None,
                      convention: str = "mediapipe"):
-    """Replace each view's camera by PnP of a face's inner landmarks on detected ones.
+    """Replace each view's camera by PnP of a face's landmarks (:data:`PNP_LANDMARKS`) on detected ones.
 
     The photo path (:func:`descend_with_landmark_cameras`: before the descent on the template, after
     it on the result) and the consistency evaluation go through here. Views in ``keep_rotation``
@@ -197,7 +204,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
 
     from .cameras import Cameras
 
-    lm3d = landmark_points(face_landmarks68, convention)[INNER]
+    lm3d = landmark_points(face_landmarks68, convention)[PNP_LANDMARKS]
     if keep_rotation is None:
         keep_rotation = wide_yaw_views(cams)
     R, t = cams.R.clone(), cams.t.clone()
@@ -206,7 +213,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
         sol, kept = None, False
         if lm is not None:
             guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
-            lm2d = np.asarray(lm, np.float64)[INNER]
+            lm2d = np.asarray(lm, np.float64)[PNP_LANDMARKS]
             K = cams.K[0, i].cpu().numpy()
             max_error = MAX_REPROJECTION * float(np.ptp(lm2d, axis=0).max())
             if keep_rotation[i]:

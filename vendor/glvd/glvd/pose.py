@@ -47,10 +47,10 @@ INNER = slice(17, 68)
 
 #: the landmarks PnP fits: the inner 51. All 68 (with the jaw's convention offset calibrated) was
 #: measured in session 12 (tools/pnp_landmarks.py, docs/pnp_landmarks.md): on LFW faces 20-99 (not the
-#: evaluation's photos) NME against dlib 7.2 -> 6.7% and on renders a better position, but on renders
-#: the frontal views' rotation worse (photo path under 20 deg of yaw 5.3 -> 7.5 deg, camera_budget), the
-#: camera bending to fit a jaw line the reconstruction has too narrow; the jaw is also a contour that
-#: slides with the pose. Kept out until real photos with known cameras can decide.
+#: evaluation's photos) NME against dlib 7.2 -> 6.7% and on renders a better position, but the frontal
+#: views' rotation worse (6.27 -> 6.90 deg with the true shape; more with a reconstruction, whose jaw line
+#: is too narrow and bends the camera); the jaw is also a contour that slides with the pose. Kept out
+#: until real photos with known cameras can decide.
 PNP_LANDMARKS = INNER
 
 

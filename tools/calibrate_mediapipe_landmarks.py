@@ -60,6 +60,18 @@ def observations(kit: str | None, seed: int, faces: int, mp: MediaPipeMesh, chun
     return obs
 
 
+def reprojection_jacobian(P: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
+                          target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``(n, 3)`` head-frame points: ``J (n, 2, 3)``, the derivative of their pixels with respect to
+    each point, and ``r (n, 2)``, ``target`` pixels minus their projections (a Gauss-Newton step's parts)."""
+    pc = P @ R.T + t
+    z = pc[:, 2]
+    J = np.zeros((len(P), 2, 3))
+    J[:, 0, 0], J[:, 0, 2] = K[0, 0] / z, -K[0, 0] * pc[:, 0] / z ** 2
+    J[:, 1, 1], J[:, 1, 2] = K[1, 1] / z, -K[1, 1] * pc[:, 1] / z ** 2
+    return J @ R, target - project_points(P, K, R, t)
+
+
 def fit_offsets(obs: list[dict], lm_ids: np.ndarray, iterations: int = 5, trim: float = 3.0) -> np.ndarray:
     """``(68, 3)`` offsets minimising the reprojection of ``vertex + offset`` onto MediaPipe's points, per
     landmark, over every view; views whose residual exceeds ``trim`` times the landmark's median are left
@@ -72,14 +84,7 @@ def fit_offsets(obs: list[dict], lm_ids: np.ndarray, iterations: int = 5, trim: 
         res = np.zeros((len(obs), n))
         for i, o in enumerate(obs):
             K, R, t = o["cam"]
-            P = o["verts"][lm_ids] + d
-            pc = P @ R.T + t
-            z = pc[:, 2]
-            J = np.zeros((n, 2, 3))
-            J[:, 0, 0], J[:, 0, 2] = K[0, 0] / z, -K[0, 0] * pc[:, 0] / z ** 2
-            J[:, 1, 1], J[:, 1, 2] = K[1, 1] / z, -K[1, 1] * pc[:, 1] / z ** 2
-            J = J @ R
-            r = o["mp"] - project_points(P, K, R, t)
+            J, r = reprojection_jacobian(o["verts"][lm_ids] + d, K, R, t, o["mp"])
             res[i] = np.linalg.norm(r, axis=1)
             w = keep[i].astype(float)[:, None, None]
             H += w * np.einsum("kai,kaj->kij", J, J)

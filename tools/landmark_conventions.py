@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from calibrate_mediapipe_landmarks import reprojection_jacobian  # noqa: E402
 from jaw_offsets import REGIONS, signed_offsets  # noqa: E402
 from report import finish, generated_by, start  # noqa: E402
 
@@ -64,13 +65,7 @@ def snap_to_landmarks(verts: np.ndarray, cams: list[tuple[np.ndarray, np.ndarray
         for (K, R, t), lm in zip(cams, landmarks):
             if lm is None:
                 continue
-            pc = P @ R.T + t
-            z = pc[:, 2]
-            J = np.zeros((n, 2, 3))
-            J[:, 0, 0], J[:, 0, 2] = K[0, 0] / z, -K[0, 0] * pc[:, 0] / z ** 2
-            J[:, 1, 1], J[:, 1, 2] = K[1, 1] / z, -K[1, 1] * pc[:, 1] / z ** 2
-            J = J @ R  # d pixels / d head-frame point
-            r = lm - project_points(P, K, R, t)
+            J, r = reprojection_jacobian(P, K, R, t, lm)
             H += np.einsum("kai,kaj->kij", J, J)
             g += np.einsum("kai,ka->ki", J, r)
             seen = True

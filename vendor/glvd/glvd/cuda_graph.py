@@ -71,7 +71,6 @@ class GraphedPipeline:
         if dev.type != "cuda":
             raise ValueError(f"a CUDA graph needs the model on a CUDA device, not {dev}")
         self.model = model.eval()
-        self.batch, self.views = batch, views
         self.steps = model.cfg.steps if steps is None else steps
         self.sparse_normals = sparse_normals
         S = model.cfg.image_size

@@ -142,3 +142,32 @@ def test_finetune_heads_keeps_the_trained_models_provenance(tmp_path):
     old = save_checkpoint(tmp_path / "old.pt", small_model(tiny_kit(tmp_path)), {"finetuned_heads": {"from": "old.pt"}})
     legacy = finetuned_provenance(load_checkpoint(old)[1], {"from": "c.pt"}, {})
     assert [f["from"] for f in legacy["finetuned_heads"]] == ["old.pt", "c.pt"]
+
+
+def test_mediapipe_features_resize_matches_torch_bilinear():
+    import numpy as np
+
+    from mediapipe_features import resize_bilinear
+
+    img = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
+    ours = resize_bilinear(img, 192)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None], size=(192, 192),
+                                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_backbone_probe_ridge_reads_a_linear_signal_and_not_noise():
+    import numpy as np
+
+    from backbone_probe import ridge_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 40))
+    w = rng.normal(size=(40, 3))
+    y = x @ w + 0.1 * rng.normal(size=(600, 3))
+    pred, lam = ridge_predict(x[:500], y[:500], x[500:])
+    assert ((pred - y[500:]) ** 2).mean() < 0.05 * y[500:].var()
+    # targets unrelated to the features: the chosen strength shrinks the prediction to the mean
+    noise = rng.normal(size=(600, 3))
+    pred, lam = ridge_predict(x[:500], noise[:500], x[500:])
+    assert lam >= 1e3 and np.abs(pred - noise[:500].mean(0)).max() < 0.3

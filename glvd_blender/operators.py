@@ -201,8 +201,8 @@ class ResultWriter:
         obj["glvd_timings"] = timings
         if res.get("cameras") is not None:
             obj["glvd_cameras"] = json.dumps(res["cameras"])
-        # where each photo's camera came from: "landmarks", "camera head", "head rotation + landmarks"
-        # (wide yaw) or "given" (scene cameras)
+        # where each photo's camera came from: glvd.pose's FROM_* labels ("landmarks", "landmarks, rotation
+        # blended with the head's", "camera head", "head rotation + landmarks") or "given" (scene cameras)
         obj["glvd_camera_sources"] = [str(c) for c in res.get("camera_sources") or []]
         # where each photo's focal length came from: "EXIF", "camera" (scene camera) or the assumed distance
         obj["glvd_focal_sources"] = [str(c) for c in res.get("focal_sources") or []]

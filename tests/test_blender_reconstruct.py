@@ -175,7 +175,10 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     props = res["props"]
     assert props["glvd_face"] and props["glvd_steps"] == 3 and props["glvd_photos"] == [str(face_photo)]
     assert props["glvd_checkpoint"] == str(checkpoint) and "blender_total_s" in props["glvd_timings"]
-    assert len(props["glvd_camera_sources"]) == 1 and props["glvd_camera_sources"][0] in ("landmarks", "camera head")
+    from glvd.pose import FROM_BLENDED, FROM_HEAD, FROM_LANDMARKS
+
+    assert len(props["glvd_camera_sources"]) == 1
+    assert props["glvd_camera_sources"][0] in (FROM_LANDMARKS, FROM_BLENDED, FROM_HEAD)
     assert list(props["glvd_focal_sources"]) == ["assumed: face 1.2 m away"]  # astronaut.png has no EXIF
 
     # every step key is the CLI's step for the same input (in Blender's frame); the last is its result

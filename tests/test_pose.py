@@ -220,3 +220,47 @@ def test_landmark_cameras_place_a_view_on_mediapipe_style_landmarks():
     assert angle(kit_cams) > 5 * angle(mp_cams)
     with pytest.raises(ValueError, match="convention"):
         landmark_points(face68, "dlib")
+
+
+def test_blend_rotations_walks_the_geodesic():
+    from glvd.pose import blend_rotations, rotation_between_deg
+
+    _, _, _, R_a, _ = _setup(10.0)
+    _, _, _, R_b, _ = _setup(26.0)
+    assert rotation_between_deg(R_a, R_b) == pytest.approx(16.0, abs=1e-6)
+    assert np.allclose(blend_rotations(R_a, R_b, 0.0), R_a) and np.allclose(blend_rotations(R_a, R_b, 1.0), R_b)
+    mid = blend_rotations(R_a, R_b, 0.5)
+    assert np.allclose(mid.T @ mid, np.eye(3), atol=1e-9) and np.linalg.det(mid) == pytest.approx(1.0)
+    assert rotation_between_deg(R_a, mid) == pytest.approx(8.0, abs=1e-6)
+    assert rotation_between_deg(mid, R_b) == pytest.approx(8.0, abs=1e-6)
+
+
+def test_landmark_cameras_blend_with_a_prior_that_agrees_and_ignore_one_that_does_not():
+    import torch
+
+    from glvd.cameras import Cameras
+    from glvd.pose import (BLEND_MAX_DEG, BLEND_WEIGHT, FROM_BLENDED, FROM_LANDMARKS, landmark_cameras,
+                           project_points, rotation_between_deg)
+
+    face68 = np.random.default_rng(4).normal(size=(68, 3)) * [0.05, 0.06, 0.03]
+    _, _, K, R, t = _setup(20.0)
+    uv = project_points(face68, K, R, t)
+    Kt = torch.tensor(K, dtype=torch.float32)[None, None]
+
+    def prior_at(yaw: float) -> Cameras:
+        Rp = _setup(yaw)[3]
+        return Cameras(Kt, torch.tensor(Rp, dtype=torch.float32)[None, None], torch.tensor(t, dtype=torch.float32)[None, None])
+
+    near, far = 20.0 + 0.6 * BLEND_MAX_DEG, 20.0 + 1.5 * BLEND_MAX_DEG
+    cams, sources = landmark_cameras(prior_at(near), [uv], face68, convention="kit", prior=prior_at(near))
+    assert sources == [FROM_BLENDED]
+    R_got = cams.R[0, 0].double().numpy()
+    # the rotation BLEND_WEIGHT of the way from PnP's (the truth here) to the prior's ...
+    assert rotation_between_deg(R, R_got) == pytest.approx(BLEND_WEIGHT * 0.6 * BLEND_MAX_DEG, abs=0.05)
+    # ... and the position that rotation fits the landmarks with: the face's centre still projects where it did
+    centre = project_points(face68.mean(0, keepdims=True), K, R_got, cams.t[0, 0].double().numpy())
+    assert np.abs(centre - project_points(face68.mean(0, keepdims=True), K, R, t)).max() < 2.0
+    cams, sources = landmark_cameras(prior_at(far), [uv], face68, convention="kit", prior=prior_at(far))
+    assert sources == [FROM_LANDMARKS] and rotation_between_deg(R, cams.R[0, 0].double().numpy()) < 0.1
+    # without a prior nothing is blended (the default)
+    assert landmark_cameras(prior_at(near), [uv], face68, convention="kit")[1] == [FROM_LANDMARKS]

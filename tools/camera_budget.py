@@ -67,8 +67,10 @@ ROWS = (
     ("head", "camera head"),
     ("refined", "camera head + refiner on the template (`estimate_cameras`)"),
     ("refined_final", "... + refiner again on the reconstruction"),
-    ("photo", "photo path (`glvd.pose`: landmark PnP; the estimate's rotation where it puts the yaw at 45 deg "
-              "or more; the refined estimate where MediaPipe found no face)"),
+    ("photo", "photo path (`glvd.pose`: landmark PnP, its rotation blended with the estimate's where they agree "
+              "within 10 deg; the estimate's rotation where it puts the yaw at 45 deg or more; the refined "
+              "estimate where MediaPipe found no face)"),
+    ("photo_no_blend", "photo path without the blend (until session 12)"),
     ("photo_no_refiner", "photo path with the camera head alone (until session 11)"),
     ("photo_all_pnp", "photo path with PnP on every view MediaPipe found (until session 7)"),
     ("51_mp_truth", "PnP 51 landmarks, MediaPipe 2D, true shape"),
@@ -100,10 +102,11 @@ def measure(model, s: dict, corr, use: np.ndarray, mp) -> tuple[dict[str, list],
         dense = [mp(img[v]) for v in range(VIEWS)]
         lm68 = [None if d is None else mediapipe_to_68(d[:, :2]) for d in dense]
         xs, _, cams, _ = descend_with_landmark_cameras(model, feats, est, lm68)
-        cams_plain = descend_with_landmark_cameras(model, feats, head, lm68, refine=False)[2]
+        cams_unblended = descend_with_landmark_cameras(model, feats, est, lm68, blend=False)[2]
+        cams_plain = descend_with_landmark_cameras(model, feats, head, lm68, refine=False, blend=False)[2]
         # the photo path as it was until session 7: PnP on every view with landmarks, whatever its yaw
         cams_all = descend_with_landmark_cameras(model, feats, head, lm68, keep_rotation=[False] * VIEWS,
-                                                 refine=False)[2]
+                                                 refine=False, blend=False)[2]
         shapes = {"truth": s["vertices"][f].numpy().astype(np.float64), "template": tpl,
                   "final": xs[0, -1].numpy().astype(np.float64)}
         yaw = head_yaw_deg(R).tolist()
@@ -111,6 +114,7 @@ def measure(model, s: dict, corr, use: np.ndarray, mp) -> tuple[dict[str, list],
             Kv, Rt = K[v].numpy(), R[v].numpy()
             guess = (head.R[0, v].numpy(), head.t[0, v].numpy())
             found = {"head": head.R[0, v].numpy(), "photo": cams.R[0, v].numpy(),
+                     "photo_no_blend": cams_unblended.R[0, v].numpy(),
                      "photo_no_refiner": cams_plain.R[0, v].numpy(), "photo_all_pnp": cams_all.R[0, v].numpy()}
             if model.camera_refiner is not None:
                 found.update(refined=est.R[0, v].numpy(), refined_final=refined_final.R[0, v].numpy())

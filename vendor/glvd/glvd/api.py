@@ -57,7 +57,8 @@ class Result:
     timings: dict[str, float]
     checkpoint: str
     trained: bool
-    # per view: "landmarks", "camera head", "head rotation + landmarks" (wide yaw) or "given"; with a
+    # per view: "landmarks", "landmarks, rotation blended with the head's" (PnP and the estimate agreed),
+    # "camera head", "head rotation + landmarks" (wide yaw) or "given"; with a
     # checkpoint that has a camera refiner, every estimated camera is also refined (glvd.camera_refine)
     camera_sources: list[str] = field(default_factory=list)
     # per view: "given", "EXIF", "camera", "lens N mm" (lens_35mm) or "assumed: face 1.2 m away"

@@ -35,7 +35,7 @@ import torch
 
 from .cameras import Cameras, rotation_angle_deg
 from .metrics import similarity_align
-from .pose import WIDE_YAW_DEG
+from .pose import BLEND_MAX_DEG, WIDE_YAW_DEG
 from .surface import Surface
 
 HELD_OUT_SEED = 20_000_000
@@ -173,7 +173,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     ``R_lmk`` (PnP once more on the result, as the runtime returns them), ``lmk_views`` (views placed
     by landmarks) and ``wide_views`` (of those, the ones that kept the camera head's rotation).
     """
-    from .pose import FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
+    from .pose import FROM_BLENDED, FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
 
     t_cams, t_ests = [], []
     no_landmarks = [None] * images.shape[0]
@@ -193,7 +193,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
         t1 = time.perf_counter()
         xs_lmk, _, cams, sources = descend_with_landmark_cameras(model, feats, est, landmarks, steps, prep=prep)
         out.update(lmk=xs_lmk[0], R_lmk=cams.R[0], lmk_views=sum(s != FROM_HEAD for s in sources),
-                   wide_views=sources.count(FROM_HEAD_AND_LANDMARKS),
+                   wide_views=sources.count(FROM_HEAD_AND_LANDMARKS), blended_views=sources.count(FROM_BLENDED),
                    time_lmk=t_cam + time.perf_counter() - t1)
     return out
 
@@ -310,6 +310,7 @@ def main(argv: list[str]) -> int:
     lm_source: dict[str, int] = defaultdict(int)
     lmk_views: dict[tuple[str, int], int] = defaultdict(int)  # views the photo path placed by landmarks
     wide_views: dict[tuple[str, int], int] = defaultdict(int)  # of those, kept the head's rotation (wide yaw)
+    blended_views: dict[tuple[str, int], int] = defaultdict(int)  # of those, rotation blended with the head's
     lm2d_err: list[float] = []
     mp_rows: list[dict] = []
 
@@ -361,6 +362,7 @@ def main(argv: list[str]) -> int:
                         rot_err[(sname, V, M_GLVD_LMK)].append(float(rotation_angle_deg(out["R_lmk"], R).mean()))
                         lmk_views[(sname, V)] += out["lmk_views"]
                         wide_views[(sname, V)] += out["wide_views"]
+                        blended_views[(sname, V)] += out["blended_views"]
                     add(m_true, out["true"][-1], None)
                     curves[(sname, V, m_est)].append(per_step_v2v(out["est"], gt))
                     curves[(sname, V, m_true)].append(per_step_v2v(out["true"], gt))
@@ -397,7 +399,7 @@ def main(argv: list[str]) -> int:
         "command": command, "checkpoint": str(ckpt), "provenance": prov, "ablation": a.ablation,
         "ablation_provenance": abl_prov, "samples": a.samples, "views": a.views, "steps": steps, "image_size": S,
         "sets": {k: v[1] for k, v in sets.items()}, "lm_source": dict(lm_source), "lmk_views": dict(lmk_views),
-        "wide_views": dict(wide_views),
+        "wide_views": dict(wide_views), "blended_views": dict(blended_views),
         "lm2d_err_px": float(np.mean(lm2d_err)) if lm2d_err else None, "mp_note": mp_note,
         "corr": corr, "abs": None if a.skip_slow else (a.abs_samples, a.abs_steps), "total_s": total_s,
         "threads": a.threads, "surface_points": a.surface_points or None,
@@ -572,7 +574,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "marks them: glvd.landmarks_map.mediapipe68_offsets) on MediaPipe's for every "
       f"view where MediaPipe found the face (the {'refined ' if refined else ''}camera head elsewhere; where it "
       f"puts the yaw at {WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the "
-      "rotation stays its own: docs/camera_budget.md), the descent, then PnP once more on the result"
+      "rotation stays its own: docs/camera_budget.md; where PnP's rotation is within "
+      f"{BLEND_MAX_DEG:g} deg of the estimate's, the view takes the rotation halfway between the two: "
+      "docs/rotation_blend.md), the descent, then PnP once more on the result"
       + (" (the views without landmarks: the refiner once more)" if refined else "")
       + " (its rotation error is of those final cameras).")
     if info["abs"]:
@@ -657,7 +661,8 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
                 refined = "refined " if info.get("refiner") else ""
                 placed = (f", {info['lmk_views'].get((ho, Vm), 0)}/{n_views} views placed by landmarks, "
                           f"{info['wide_views'].get((ho, Vm), 0)} of them with the {refined}camera head's rotation "
-                          f"(yaw >= {WIDE_YAW_DEG:g} deg)")
+                          f"(yaw >= {WIDE_YAW_DEG:g} deg), {info.get('blended_views', {}).get((ho, Vm), 0)} with "
+                          f"PnP's rotation blended with it (within {BLEND_MAX_DEG:g} deg)")
             w(f"| multi-view cameras: median rotation error <= 5 deg ({Vm} views, {how}{placed}) | {med:.1f} deg | "
               f"{_target(med <= 5.0)} |")
             g, g_t = get(ho, Vm, m), get(ho, Vm, M_GLVD_TRUE)

@@ -49,7 +49,7 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
             # (M, 1) cameras seen as M views of one face: PnP places each on its own either way
             as_views = Cameras(cams.K.transpose(0, 1), cams.R.transpose(0, 1), cams.t.transpose(0, 1))
             as_views, src = landmark_cameras(as_views, [detect(im) for im in s["images"][p]],
-                                             model.template.vertices[lm_ids])
+                                             model.template.vertices[lm_ids], prior=as_views)
             cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
             placed += sum(x != FROM_HEAD for x in src)
         xs, _ = model.descend(feats, cams, steps)

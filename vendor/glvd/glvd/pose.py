@@ -39,8 +39,20 @@ REFINE_AFTER_PNP = False
 #: than half the time
 POST_DESCENT_ROUNDS = 1
 
+#: where PnP's rotation and the model's own estimate (camera head + refiner) agree within this angle, the
+#: view takes the rotation :data:`BLEND_WEIGHT` of the way from PnP's to the estimate's and its position
+#: from the landmarks again. The two err differently (on renders PnP on MediaPipe's landmarks by 5.4 deg
+#: median, the estimate by 3.7, 7.1 deg apart), so where they agree their mean is the better rotation: on
+#: renders 5.4 -> 4.1 deg. On real photos the estimate (trained on renders) is mostly farther off (LFW
+#: faces 20-99: 17.7 deg apart, 18% within 10), so PnP's rotation mostly stands: NME against dlib
+#: 7.24 -> 7.28% there; blending always would take it to 7.87% (tools/rotation_blend.py,
+#: docs/rotation_blend.md)
+BLEND_MAX_DEG = 10.0
+BLEND_WEIGHT = 0.5
+
 #: where each view's camera came from (``Reconstruction.camera_sources``)
 FROM_LANDMARKS, FROM_HEAD, FROM_HEAD_AND_LANDMARKS = "landmarks", "camera head", "head rotation + landmarks"
+FROM_BLENDED = "landmarks, rotation blended with the head's"
 
 #: the inner 51 of the 68 landmarks (the jaw line left out)
 INNER = slice(17, 68)
@@ -126,6 +138,12 @@ def solve_translation(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
     return t
 
 
+def rotation_between_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    """The angle (degrees) of the rotation taking ``R_a (3, 3)`` to ``R_b``."""
+    c = (np.trace(np.asarray(R_a, np.float64).T @ np.asarray(R_b, np.float64)) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
 def _yaw_deg(R: np.ndarray) -> float:
     import torch
 
@@ -182,8 +200,17 @@ def landmark_points(face_landmarks68: np.ndarray, convention: str = "mediapipe")
     raise ValueError(f"unknown landmark convention {convention!r}: 'mediapipe' or 'kit'")
 
 
+def blend_rotations(R_a: np.ndarray, R_b: np.ndarray, weight: float) -> np.ndarray:
+    """The rotation ``weight`` of the way from ``R_a (3, 3)`` to ``R_b`` along the geodesic (0: ``R_a``)."""
+    import cv2
+
+    R_a = np.asarray(R_a, np.float64)
+    rel = cv2.Rodrigues(R_a.T @ np.asarray(R_b, np.float64))[0]
+    return R_a @ cv2.Rodrigues(weight * rel)[0]
+
+
 def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotation: list[bool] | None = None,
-                     convention: str = "mediapipe"):
+                     convention: str = "mediapipe", prior=None):
     """Replace each view's camera by PnP of a face's landmarks (:data:`PNP_LANDMARKS`) on detected ones.
 
     The photo path (:func:`descend_with_landmark_cameras`: before the descent on the template, after
@@ -196,9 +223,11 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
         landmarks2d: per view, ``(68, 2)`` detected landmarks in the crop's pixels, or None.
         face_landmarks68: ``(68, 3)`` the face's landmark vertices (head frame, metres).
         convention: whose 68 ``landmarks2d`` are (:func:`landmark_points`).
+        prior: optional cameras like ``cams`` (the model's estimate) whose rotation a view PnP placed is
+            blended with where the two agree (:data:`BLEND_MAX_DEG`); None: PnP's rotation as it is.
     Returns:
-        the new cameras and, per view, :data:`FROM_LANDMARKS`, :data:`FROM_HEAD` or
-        :data:`FROM_HEAD_AND_LANDMARKS`.
+        the new cameras and, per view, :data:`FROM_LANDMARKS`, :data:`FROM_BLENDED`, :data:`FROM_HEAD`
+        or :data:`FROM_HEAD_AND_LANDMARKS`.
     """
     import torch
 
@@ -210,7 +239,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
     R, t = cams.R.clone(), cams.t.clone()
     sources = []
     for i, lm in enumerate(landmarks2d):
-        sol, kept = None, False
+        sol, kept, blended = None, False, False
         if lm is not None:
             guess = (cams.R[0, i].cpu().numpy(), cams.t[0, i].cpu().numpy())
             lm2d = np.asarray(lm, np.float64)[PNP_LANDMARKS]
@@ -224,19 +253,26 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
                 sol = solve_pnp(lm3d, lm2d, K, guess, max_error)
                 if keep_rotation[i] and sol is not None and _yaw_deg(sol[0]) >= RESCUE_MAX_YAW_DEG:
                     sol = None  # PnP agrees the view is wide, where its rotation is the worse of the two
+            if sol is not None and not kept and prior is not None:
+                R_prior = prior.R[0, i].cpu().numpy()
+                if rotation_between_deg(sol[0], R_prior) < BLEND_MAX_DEG:
+                    R_mix = blend_rotations(sol[0], R_prior, BLEND_WEIGHT)
+                    t_mix = solve_translation(lm3d, lm2d, K, R_mix, max_error)
+                    if t_mix is not None:
+                        sol, blended = (R_mix, t_mix), True
         if sol is None:
             sources.append(FROM_HEAD)
             continue
         R[0, i] = torch.as_tensor(sol[0], dtype=R.dtype, device=R.device)
         t[0, i] = torch.as_tensor(sol[1], dtype=t.dtype, device=t.device)
-        sources.append(FROM_HEAD_AND_LANDMARKS if kept else FROM_LANDMARKS)
+        sources.append(FROM_HEAD_AND_LANDMARKS if kept else FROM_BLENDED if blended else FROM_LANDMARKS)
     return Cameras(cams.K, R, t), sources
 
 
 def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | None = None,
                                   keep_rotation: list[bool] | None = None, refine: bool = True,
                                   refine_placed: bool = REFINE_AFTER_PNP, prep: dict | None = None, graphs=None,
-                                  convention: str = "mediapipe", **descend_kw):
+                                  convention: str = "mediapipe", blend: bool = True, **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
     ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
@@ -249,7 +285,8 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     landmark-placed ones too (default :data:`REFINE_AFTER_PNP`); ``prep`` ``model.prepare(feats)`` when
     the caller has it; ``graphs`` a :class:`glvd.cuda_graph.GraphedPipeline` whose last ``front`` gave
     ``feats`` and ``prep``, to run the descent and the refiner as its CUDA graphs; ``convention`` whose
-    landmarks ``landmarks2d`` are (:func:`landmark_points`); ``descend_kw`` passed to ``model.descend``
+    landmarks ``landmarks2d`` are (:func:`landmark_points`); ``blend``: blend PnP's rotations with
+    ``cams``' where they agree (:data:`BLEND_MAX_DEG`, both PnP passes); ``descend_kw`` passed to ``model.descend``
     (on_step, cancel).
     Returns ``xs (1, T+1, N, 3)``, ``keypoints (1, T+1, K, 3)``, the final cameras (fitted to the
     reconstructed face where PnP placed a view) and, per view, where its camera came from.
@@ -261,7 +298,8 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
     lm_ids = model.template.landmarks68
     wide = wide_yaw_views(cams) if keep_rotation is None else keep_rotation
     prep = model.prepare(feats) if prep is None else prep
-    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide, convention)
+    prior = cams if blend else None  # the model's estimate, before any landmarks
+    cams, sources = landmark_cameras(cams, landmarks2d, model.template.vertices[lm_ids], wide, convention, prior)
     placed = [s != FROM_HEAD for s in sources]
     if graphs is not None:
         if steps is not None and steps != graphs.steps:
@@ -271,7 +309,10 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
         xs, kps = model.descend(feats, cams, steps, prep=prep, **descend_kw)
     if any(placed):
         # the reconstructed face's landmarks fit the photo better than the template's
-        cams, _ = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide, convention)
+        cams, again = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide, convention,
+                                       prior)
+        # a view this pass could not place keeps the first pass's camera, and says so
+        sources = [a if a != FROM_HEAD else first for a, first in zip(again, sources)]
     if refine and model.camera_refiner is not None and (refine_placed or not all(placed)):
         refined = graphs.refine_cameras(cams, xs[:, -1]) if graphs is not None else \
             model.refine_cameras(prep, feats, cams, xs[:, -1], rounds=POST_DESCENT_ROUNDS)

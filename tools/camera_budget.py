@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
               "| cameras | " + " | ".join(f"yaw {lo}-{hi} deg" for lo, hi in YAW_BINS) + " |",
               "|---|" + "---|" * len(YAW_BINS)]
     for key, label in ROWS:
-        if key not in ("head", "refined", "refined_final", "photo", "photo_no_refiner", "photo_all_pnp", "51_mp_truth",
-                       "468_mp_truth"):
+        if key not in ("head", "refined", "refined_final", "photo", "photo_no_blend", "photo_no_refiner",
+                       "photo_all_pnp", "51_mp_truth", "468_mp_truth"):
             continue
         e, y = np.asarray(errs[key]).reshape(-1, 3), np.asarray(yaws[key])
         ang = np.linalg.norm(e, axis=1)

@@ -311,8 +311,9 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
         # the reconstructed face's landmarks fit the photo better than the template's
         cams, again = landmark_cameras(cams, landmarks2d, xs[0, -1].cpu().numpy()[lm_ids], wide, convention,
                                        prior)
-        # a view this pass could not place keeps the first pass's camera, and says so
-        sources = [a if a != FROM_HEAD else first for a, first in zip(again, sources)]
+        # this pass's label where both passes placed the view; a view it could not place keeps the first
+        # pass's camera and label, and so does one only this pass placed (the refiner replaces that below)
+        sources = [a if p and a != FROM_HEAD else first for a, first, p in zip(again, sources, placed)]
     if refine and model.camera_refiner is not None and (refine_placed or not all(placed)):
         refined = graphs.refine_cameras(cams, xs[:, -1]) if graphs is not None else \
             model.refine_cameras(prep, feats, cams, xs[:, -1], rounds=POST_DESCENT_ROUNDS)

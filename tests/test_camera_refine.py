@@ -141,7 +141,7 @@ def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
     from dataclasses import replace
 
     from glvd.model import GLVD
-    from glvd.pose import FROM_BLENDED, FROM_HEAD, POST_DESCENT_ROUNDS, descend_with_landmark_cameras
+    from glvd.pose import FROM_BLENDED, FROM_HEAD, FROM_LANDMARKS, POST_DESCENT_ROUNDS, descend_with_landmark_cameras
 
     plain = small_model(tiny_kit(tmp_path))
     model = GLVD(replace(SMALL, camera_refiner=True), plain.template).eval()
@@ -167,6 +167,8 @@ def test_photo_path_refines_the_views_no_landmarks_placed(tmp_path):
     _, _, no_ref, src = descend_with_landmark_cameras(model, feats, est, landmarks, refine=False)
     xs2, _, mixed, _ = descend_with_landmark_cameras(model, feats, est, landmarks)
     assert src == [FROM_BLENDED, FROM_HEAD]  # PnP agrees with the estimate there: their rotations blended
+    assert descend_with_landmark_cameras(model, feats, est, landmarks, refine=False, blend=False)[3] == \
+        [FROM_LANDMARKS, FROM_HEAD]
     assert torch.equal(mixed.R[0, 0], no_ref.R[0, 0]) and torch.equal(mixed.t[0, 0], no_ref.t[0, 0])
     refined = model.refine_cameras(prep, feats, no_ref, xs2[:, -1], rounds=POST_DESCENT_ROUNDS)
     assert torch.allclose(mixed.R[0, 1], refined.R[0, 1]) and not torch.allclose(mixed.R[0, 1], no_ref.R[0, 1])

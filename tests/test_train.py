@@ -156,3 +156,41 @@ def test_training_on_a_missing_gpu_or_rendering_there_from_workers_is_refused(tm
         train(dataclasses.replace(_cfg(tmp_path, kit, "w", 1), render_device="meta", loader_workers=1),
               log=lambda m: None)
     assert not (tmp_path / "g").exists() and not (tmp_path / "w").exists()  # nothing written
+
+
+def test_unrolled_descents_train_the_encoder_too(tmp_path):
+    """--unroll: the loss of whole descents from the template reaches the encoder, and training lowers it."""
+    kit = tiny_kit(tmp_path)
+    batch = _training_batch(kit)
+
+    def unrolled(model) -> dict:
+        g = torch.Generator().manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return losses(model.train(), batch, g, 10_000, jitter=0.0, true_camera_frac=1.0,
+                          absolute_weight=TrainConfig.absolute_weight, unroll=3)
+
+    model0, _ = load_checkpoint(train(_cfg(tmp_path, kit, "zero", 1, lr=0.0), log=lambda m: None))
+    out = unrolled(model0)
+    assert len([k for k in ("vert", "kp", "rise", "cam") if k in out]) == 4
+    out["total"].backward()
+    grads = [p.grad for p in model0.encoder.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)  # through prepare() into the encoder
+    before = float(unrolled(model0)["total"].detach())
+    path = train(dataclasses.replace(_cfg(tmp_path, kit, "unrolled", 60, dataset_size=1), unroll=3),
+                 log=lambda m: None)
+    model, prov = load_checkpoint(path)
+    assert prov["unroll"] == 3 and prov["rise_weight"] == TrainConfig.rise_weight
+    assert float(unrolled(model)["total"].detach()) < 0.8 * before
+
+
+def test_unrolled_training_of_the_lvd_ablation_is_refused(tmp_path):
+    import pytest
+
+    from glvd.train import UNROLL_NEEDS_GUIDANCE
+
+    kit = tiny_kit(tmp_path)
+    cfg = dataclasses.replace(_cfg(tmp_path, kit, "lvd", 1), unroll=3, model=TINY_MODEL | {"guidance": False})
+    with pytest.raises(ValueError, match="keypoint-guided"):
+        train(cfg, log=lambda m: None)
+    assert not (tmp_path / "lvd").exists() and "LVD" in UNROLL_NEEDS_GUIDANCE

@@ -34,8 +34,14 @@ from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.topology import vertex_normals  # noqa: E402
-from glvd.train import VAL_SEED, field_losses, git_commit, jitter_cameras, shape_error_cm, validate  # noqa: E402
+from glvd.train import (  # noqa: E402
+    VAL_SEED,
+    field_losses,
+    git_commit,
+    jitter_cameras,
+    unrolled_field_losses,
+    validate,
+)
 
 CACHE_SEED = 50_000_000  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluation seeds
 
@@ -93,43 +99,10 @@ def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_fra
 
 def unrolled_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float,
                   absolute_weight: float, steps: int, rise_weight: float) -> dict:
-    """Errors after each of ``steps`` descent steps from the template, with gradients through the descent.
-
-    Step t's error is weighted t / sum(1..T), so the end matters most but every step counts; each
-    rise of the batch's vertex error over the previous step adds ``rise_weight`` times the rise.
-    A vertex moves by its own position, the keypoints and (several views) its normal, so the
-    subset's trajectory is exact when the normals come from a gradient-free descent of all vertices.
-    Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise`` and ``total``; ``vert_steps``: the
-    per-step vertex errors (floats).
-    """
+    """:func:`glvd.train.unrolled_field_losses` on one cached chunk (its cameras and vertex subset drawn
+    as :func:`step_loss` draws them)."""
     feats, prep, cams, idx = _chunk_inputs(model, c, gen, subset, true_camera_frac)
-    gt, kp_ids, tmpl = c["gt"], model.keypoint_ids, model.template_vertices
-    B, V = gt.shape[0], c["views"]
-    x_all, kp = model.initial_state(B)  # x_all: every vertex, no gradient (normals; a scatter target)
-    x = x_all[:, idx]
-    kp_t = tmpl[kp_ids][None]
-    weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
-    vert, kp_loss, rise, prev, errs = 0.0, 0.0, 0.0, None, []
-    for t in range(steps):
-        normals = None
-        if V > 1:
-            with torch.no_grad():
-                normals = vertex_normals(x_all, model.quads, model._corner_op)
-        kp_n = None if normals is None else normals[:, kp_ids]
-        kp = model.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
-        x = model.vertices(prep["v"], feats, cams, x_all.index_copy(1, idx, x), kp, normals, idx, tmpl)
-        if V > 1:
-            with torch.no_grad():
-                x_all = model.vertices(prep["v"], feats, cams, x_all, kp.detach(), normals, None, tmpl)
-        e = shape_error_cm(x, gt[:, idx], absolute_weight)
-        vert = vert + weights[t] * e
-        kp_loss = kp_loss + weights[t] * shape_error_cm(kp, gt[:, kp_ids], absolute_weight)
-        if prev is not None:
-            rise = rise + torch.relu(e - prev)
-        prev = e
-        errs.append(float(e.detach()))
-    return {"vert": vert, "kp": kp_loss, "rise": rise, "total": vert + kp_loss + rise_weight * rise,
-            "vert_steps": errs}
+    return unrolled_field_losses(model, prep, feats, cams, c["gt"], idx, steps, absolute_weight, rise_weight)
 
 
 def finetuned_provenance(prov: dict, step: dict, val: dict) -> dict:

@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="render near-frontal, evenly lit, neutral faces for HOLD iterations, then widen to the "
                         "full distribution over RAMP iterations (default 0 0: full from the start)")
     t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
+    t.add_argument("--unroll", type=int, default=0, metavar="STEPS",
+                   help="train on whole descents of STEPS steps from the template, the encoder included "
+                        "(0: one step from a perturbed or own start; a GPU job)")
+    t.add_argument("--rise-weight", type=float, default=30.0,
+                   help="with --unroll: the penalty on a step that raises the batch's error")
     t.add_argument("--init-from", default=None,
                    help="continue training a model checkpoint (e.g. the shipped one) with a fresh optimizer")
     t.add_argument("--model", default="{}", help="JSON ModelConfig overrides, e.g. '{\"image_size\": 128}'")
@@ -211,7 +216,8 @@ def _train(a: argparse.Namespace) -> int:
                       threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
                       save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from,
                       reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight,
-                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device, lr=a.lr)
+                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device, lr=a.lr,
+                      unroll=a.unroll, rise_weight=a.rise_weight)
     try:
         path = train(cfg, log=_err)
     except ValueError as exc:  # a setting that cannot work (e.g. --device cuda without a GPU)

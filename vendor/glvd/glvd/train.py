@@ -51,6 +51,10 @@ class TrainConfig:
     path_start_prob: float = 0.0  # starts part-way from the template to the truth (they leak the answer: keep 0)
     aux_weight: float = 1.0  # the coefficient probe's loss (shape signal for the encoder)
     reuse: int = 2  # iterations per rendered batch (rendering is the bottleneck on a 2-core CPU)
+    # > 0: train on whole descents of this many steps from the template, the encoder included (what
+    # tools/finetune_heads.py --unroll does for the heads alone on cached features); a GPU job
+    unroll: int = 0
+    rise_weight: float = 30.0  # with unroll: the penalty on a step that raises the batch's error
     # curriculum: nuisance variation (SynthConfig.at_difficulty) held at 0 for `hold` iterations, then
     # raised linearly to the full distribution over `ramp` iterations; (0, 0) = full from the start
     curriculum: tuple[int, int] = (0, 0)
@@ -252,11 +256,59 @@ def field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor
     return out
 
 
+def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor, idx: torch.Tensor,
+                          steps: int, absolute_weight: float = 1.0, rise_weight: float = 30.0) -> dict:
+    """Errors after each of ``steps`` descent steps from the template, with gradients through the descent.
+
+    What inference does, trained as such: step t's error is weighted t / sum(1..T), so the end matters
+    most but every step counts, and each rise of the batch's vertex error over the previous step adds
+    ``rise_weight`` times the rise. A vertex moves by its own position, the keypoints and (several views)
+    its normal, so the subset ``idx``'s trajectory is exact when the normals come from a gradient-free
+    descent of all vertices. ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (gradients reach
+    the encoder through it) or cached equivalents (``tools/finetune_heads.py``).
+    Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise``, ``total`` (their sum, the rises weighted)
+    and ``vert_steps``: the per-step vertex errors (floats).
+    """
+    from .topology import vertex_normals
+
+    kp_ids, tmpl = model.keypoint_ids, model.template_vertices
+    B, V = gt.shape[0], feats.views
+    x_all, kp = model.initial_state(B)  # x_all: every vertex, no gradient (normals; a scatter target)
+    x = x_all[:, idx]
+    kp_t = tmpl[kp_ids][None]
+    weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
+    vert, kp_loss, rise, prev, errs = 0.0, 0.0, gt.new_zeros(()), None, []
+    for t in range(steps):
+        normals = None
+        if V > 1:
+            with torch.no_grad():
+                normals = vertex_normals(x_all, model.quads, model._corner_op_on(x_all.device))
+        kp_n = None if normals is None else normals[:, kp_ids]
+        kp = model.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
+        x = model.vertices(prep["v"], feats, cams, x_all.index_copy(1, idx, x), kp, normals, idx, tmpl)
+        if V > 1:
+            with torch.no_grad():
+                x_all = model.vertices(prep["v"], feats, cams, x_all, kp.detach(), normals, None, tmpl)
+        e = shape_error_cm(x, gt[:, idx], absolute_weight)
+        vert = vert + weights[t] * e
+        kp_loss = kp_loss + weights[t] * shape_error_cm(kp, gt[:, kp_ids], absolute_weight)
+        if prev is not None:
+            rise = rise + torch.relu(e - prev)
+        prev = e
+        errs.append(float(e.detach()))
+    return {"vert": vert, "kp": kp_loss, "rise": rise, "total": vert + kp_loss + rise_weight * rise,
+            "vert_steps": errs}
+
+
 def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
            true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
-           path_prob: float = 0.0, probe: CoefficientProbe | None = None, aux_weight: float = 1.0
-           ) -> dict[str, torch.Tensor]:
-    """Camera, keypoint, vertex and (with a probe) coefficient losses (vertex/keypoint in cm) for one batch."""
+           path_prob: float = 0.0, probe: CoefficientProbe | None = None, aux_weight: float = 1.0,
+           unroll: int = 0, rise_weight: float = 30.0) -> dict[str, torch.Tensor]:
+    """Camera, keypoint, vertex and (with a probe) coefficient losses (vertex/keypoint in cm) for one batch.
+
+    ``unroll`` > 0: the vertex and keypoint losses are those of whole descents of that many steps from the
+    template (:func:`unrolled_field_losses`, encoder included) instead of one step from a start.
+    """
     images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
     S = images.shape[-1]
     feats = model.encode(images)
@@ -269,9 +321,15 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset].to(gt.device)
-    out = {"cam": loss_cam, **field_losses(model, model.prepare(feats), feats, cams, gt, idx, gen, jitter,
-                                           absolute_weight, own_start_frac, path_prob)}
-    out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
+    if unroll:
+        fl = unrolled_field_losses(model, model.prepare(feats), feats, cams, gt, idx, unroll, absolute_weight,
+                                   rise_weight)
+        out = {"cam": loss_cam, "vert": fl["vert"], "kp": fl["kp"], "rise": fl["rise"]}
+        out["total"] = fl["total"] + 0.5 * loss_cam
+    else:
+        out = {"cam": loss_cam, **field_losses(model, model.prepare(feats), feats, cams, gt, idx, gen, jitter,
+                                               absolute_weight, own_start_frac, path_prob)}
+        out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
     if probe is not None:
         coeffs = torch.cat([s["identity"], s["expression"]], 1)
         out["aux"] = probe.loss(feats.global_, images.shape[1], coeffs, idx)
@@ -325,6 +383,9 @@ def _atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+UNROLL_NEEDS_GUIDANCE = "unrolled descents train the keypoint-guided model, not the LVD ablation (--no-guidance)"
+
+
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train (or resume) into ``cfg.out``; returns the path of the exported model checkpoint."""
     from .synth import SynthConfig, SyntheticFaces
@@ -334,6 +395,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
             raise ValueError(f"device {d!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
     if cfg.render_device != "cpu" and cfg.loader_workers > 0:
         raise ValueError("rendering on another device than the CPU needs loader_workers=0 (--workers 0)")
+    if cfg.unroll and not cfg.model.get("guidance", True):
+        raise ValueError(UNROLL_NEEDS_GUIDANCE)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -357,6 +420,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         merged.setdefault("offset_input", True)
         cfg = dataclasses.replace(cfg, model=merged | dict(cfg.model))
     mcfg = ModelConfig(**cfg.model)
+    if cfg.unroll and not mcfg.guidance:  # a continued checkpoint's own config
+        raise ValueError(UNROLL_NEEDS_GUIDANCE)
     kit = load_kit(cfg.kit)
     torch.manual_seed(cfg.seed)
     with warnings.catch_warnings():
@@ -429,7 +494,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                 "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
                 "curriculum": list(cfg.curriculum), "curriculum_from": cfg.curriculum_from,
-                "device": str(device)}
+                "device": str(device), **({"unroll": cfg.unroll, "rise_weight": cfg.rise_weight} if cfg.unroll else {})}
         if final_metrics:
             prov.update({k: v for k, v in final_metrics.items() if not isinstance(v, list)})
         return save_checkpoint(out / "model.pt", model, prov)
@@ -456,7 +521,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
             ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac,
-                        cfg.absolute_weight, cfg.own_start_frac, cfg.path_start_prob, probe, cfg.aux_weight)
+                        cfg.absolute_weight, cfg.own_start_frac, cfg.path_start_prob, probe, cfg.aux_weight,
+                        cfg.unroll, cfg.rise_weight)
             opt.zero_grad(set_to_none=True)
             ls["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)

@@ -8,6 +8,8 @@
 # and copy what comes back ($OUT/run/model.pt, log.csv, train.log) into runs/gpu/ here.
 # Rehearse here first (CPU, a few seconds of training):
 #   DEVICE=cpu MINUTES=0.3 BATCH=2 OUT=/tmp/gpu_rehearsal PYTHON=.venv/bin/python bash tools/gpu_train.sh
+# UNROLL=10 (and RISE_WEIGHT, default 30; LR, e.g. 1e-4) trains on whole descents, the encoder included
+# (glvd train --unroll); rehearse that too, with UNROLL=3.
 #
 # That machine has its own python3 with CUDA torch (2.11, numpy 2), tqdm and scikit-image; the runtime
 # runs from vendor/glvd via PYTHONPATH. Rendering happens on the GPU in the training process; if that
@@ -32,6 +34,7 @@ train() {  # $1: render device, $2: rendering processes, $3: minutes
     "$py" -m glvd train --out "$run" --init-from "$init" --kit .kit/ict_facekit_light.npz \
         --device "$dev" --render-device "$1" --workers "$2" --threads 8 --batch "${BATCH:-32}" --reuse 1 \
         --curriculum "${curriculum[@]}" --minutes "$3" --val-every "${VAL_EVERY:-120}" --save-every 60 \
+        ${UNROLL:+--unroll "$UNROLL" --rise-weight "${RISE_WEIGHT:-30}"} ${LR:+--lr "$LR"} \
         2>&1 | train_log_filter | tee -a "$out/train.log"
 }
 

@@ -51,19 +51,25 @@ def photo_path(points: slice, convention: str):
         pose.PNP_LANDMARKS, pose.landmark_points = saved
 
 
-def photos(first: int, last: int) -> tuple[dict, int]:
-    """Per variant, NME per photo against dlib and MediaPipe; and how many photos were scored."""
-    rec, dl = Reconstructor(device="cpu"), DlibReference()
+def lfw_with_references(first: int, last: int):
+    """LFW faces ``first``..``last - 1`` where MediaPipe finds the face: ``(image, {"dlib": (68, 2),
+    "mp": (68, 2)})``, the two references a photo's NME is scored against (dlib on MediaPipe's box)."""
+    dl = DlibReference()
     if not dl.available:
         raise SystemExit(f"dlib is needed: {dl.why}")
-    out = {label: {"dlib": [], "mp": []} for label, _, _ in VARIANTS}
-    n = 0
     for _, img in lfw_photos(first, last):
         found = [f for f in detect_faces(img, backend="mediapipe") if f.landmarks68 is not None]
-        if not found:
-            continue
+        if found:
+            yield img, {"dlib": dl.landmarks(img, found[0].crop_box)[0], "mp": found[0].landmarks68}
+
+
+def photos(first: int, last: int) -> tuple[dict, int]:
+    """Per variant, NME per photo against dlib and MediaPipe; and how many photos were scored."""
+    rec = Reconstructor(device="cpu")
+    out = {label: {"dlib": [], "mp": []} for label, _, _ in VARIANTS}
+    n = 0
+    for img, refs in lfw_with_references(first, last):
         n += 1
-        refs = {"dlib": dl.landmarks(img, found[0].crop_box)[0], "mp": found[0].landmarks68}
         for label, points, convention in VARIANTS:
             with photo_path(points, convention):
                 lm2d = rec.reconstruct(img).landmarks2d[0]

@@ -26,14 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from camera_budget import SEED, VIEWS  # noqa: E402
 from descent_by_difficulty import YAW_BINS  # noqa: E402
+from pnp_landmarks import lfw_with_references  # noqa: E402
 from report import finish, generated_by, start  # noqa: E402
 
 import glvd.pose as pose  # noqa: E402
 from glvd.api import Reconstructor  # noqa: E402
 from glvd.baselines import MediaPipeMesh  # noqa: E402
 from glvd.cameras import head_yaw_deg, rotation_angle_deg  # noqa: E402
-from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import DlibReference, lfw_photos, nme  # noqa: E402
+from glvd.evaluate_photos import nme  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
 from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
@@ -80,34 +80,30 @@ def renders(model, kit: str | None, faces: int) -> tuple[dict, np.ndarray, list[
 
 def photos(first: int, last: int) -> tuple[dict, int, list[float]]:
     """Per setting, NME per photo against dlib and MediaPipe; photos scored; PnP-to-estimate angles."""
-    rec, dl = Reconstructor(device="cpu"), DlibReference()
-    if not dl.available:
-        raise SystemExit(f"dlib is needed: {dl.why}")
+    rec = Reconstructor(device="cpu")
     out = {st: {"dlib": [], "mp": []} for st in SETTINGS}
     apart, n = [], 0
     original = pose.landmark_cameras
 
     def watch(cams, landmarks2d, face68, keep_rotation=None, convention="mediapipe", prior=None):
-        new, sources = original(cams, landmarks2d, face68, keep_rotation, convention, None)
+        # only installed for the setting that blends nothing: PnP's own rotation against the estimate's
+        new, sources = original(cams, landmarks2d, face68, keep_rotation, convention, prior)
         if prior is not None and sources[0] == pose.FROM_LANDMARKS:
             watched.append(pose.rotation_between_deg(new.R[0, 0].numpy(), prior.R[0, 0].numpy()))
-        return original(cams, landmarks2d, face68, keep_rotation, convention, prior)
+        return new, sources
 
-    for _, img in lfw_photos(first, last):
-        found = [f for f in detect_faces(img, backend="mediapipe") if f.landmarks68 is not None]
-        if not found:
-            continue
+    for img, refs in lfw_with_references(first, last):
         n += 1
-        refs = {"dlib": dl.landmarks(img, found[0].crop_box)[0], "mp": found[0].landmarks68}
         for st in SETTINGS:
             watched: list[float] = []
-            pose.landmark_cameras = watch
+            if st[0] == 0.0:
+                pose.landmark_cameras = watch
             try:
                 with blending(*st):
                     lm2d = rec.reconstruct(img).landmarks2d[0]
             finally:
                 pose.landmark_cameras = original
-            if st[0] == 0.0 and watched:
+            if watched:
                 apart.append(watched[-1])  # the pass on the reconstruction, as the renders' figure
             for name, ref in refs.items():
                 out[st][name].append(nme(lm2d, ref))

@@ -222,8 +222,17 @@ def test_landmark_cameras_place_a_view_on_mediapipe_style_landmarks():
         landmark_points(face68, "dlib")
 
 
+def rotation_between_deg(R_a, R_b) -> float:
+    """glvd.cameras.rotation_angle_deg of two (3, 3) arrays, in double precision."""
+    import torch
+
+    from glvd.cameras import rotation_angle_deg
+
+    return float(rotation_angle_deg(torch.as_tensor(R_a, dtype=torch.float64), torch.as_tensor(R_b, dtype=torch.float64)))
+
+
 def test_blend_rotations_walks_the_geodesic():
-    from glvd.pose import blend_rotations, rotation_between_deg
+    from glvd.pose import blend_rotations
 
     _, _, _, R_a, _ = _setup(10.0)
     _, _, _, R_b, _ = _setup(26.0)
@@ -239,8 +248,7 @@ def test_landmark_cameras_blend_with_a_prior_that_agrees_and_ignore_one_that_doe
     import torch
 
     from glvd.cameras import Cameras
-    from glvd.pose import (BLEND_MAX_DEG, BLEND_WEIGHT, FROM_BLENDED, FROM_LANDMARKS, landmark_cameras,
-                           project_points, rotation_between_deg)
+    from glvd.pose import BLEND_MAX_DEG, BLEND_WEIGHT, FROM_BLENDED, FROM_LANDMARKS, landmark_cameras, project_points
 
     face68 = np.random.default_rng(4).normal(size=(68, 3)) * [0.05, 0.06, 0.03]
     _, _, K, R, t = _setup(20.0)

@@ -72,7 +72,7 @@ def renders(model, kit: str | None, faces: int) -> tuple[dict, np.ndarray, list[
                 _, _, cams, sources = pose.descend_with_landmark_cameras(model, feats, est, lm68, prep=prep)
             errs[st] += rotation_angle_deg(cams.R[0], R).tolist()
             if st[0] == 0.0:
-                apart += [pose.rotation_between_deg(cams.R[0, v].numpy(), est.R[0, v].numpy())
+                apart += [float(rotation_angle_deg(cams.R[0, v], est.R[0, v]))
                           for v in range(VIEWS) if sources[v] == pose.FROM_LANDMARKS]
     mp.close()
     return errs, head_yaw_deg(s["R"].flatten(0, 1)).numpy(), apart
@@ -89,7 +89,7 @@ def photos(first: int, last: int) -> tuple[dict, int, list[float]]:
         # only installed for the setting that blends nothing: PnP's own rotation against the estimate's
         new, sources = original(cams, landmarks2d, face68, keep_rotation, convention, prior)
         if prior is not None and sources[0] == pose.FROM_LANDMARKS:
-            watched.append(pose.rotation_between_deg(new.R[0, 0].numpy(), prior.R[0, 0].numpy()))
+            watched.append(float(rotation_angle_deg(new.R[0, 0], prior.R[0, 0])))
         return new, sources
 
     for img, refs in lfw_with_references(first, last):

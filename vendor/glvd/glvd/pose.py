@@ -138,12 +138,6 @@ def solve_translation(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
     return t
 
 
-def rotation_between_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """The angle (degrees) of the rotation taking ``R_a (3, 3)`` to ``R_b``."""
-    c = (np.trace(np.asarray(R_a, np.float64).T @ np.asarray(R_b, np.float64)) - 1) / 2
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
-
-
 def _yaw_deg(R: np.ndarray) -> float:
     import torch
 
@@ -231,7 +225,7 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
     """
     import torch
 
-    from .cameras import Cameras
+    from .cameras import Cameras, rotation_angle_deg
 
     lm3d = landmark_points(face_landmarks68, convention)[PNP_LANDMARKS]
     if keep_rotation is None:
@@ -255,7 +249,9 @@ def landmark_cameras(cams, landmarks2d, face_landmarks68: np.ndarray, keep_rotat
                     sol = None  # PnP agrees the view is wide, where its rotation is the worse of the two
             if sol is not None and not kept and prior is not None:
                 R_prior = prior.R[0, i].cpu().numpy()
-                if rotation_between_deg(sol[0], R_prior) < BLEND_MAX_DEG:
+                apart = rotation_angle_deg(torch.as_tensor(sol[0], dtype=torch.float64),
+                                           torch.as_tensor(R_prior, dtype=torch.float64))
+                if float(apart) < BLEND_MAX_DEG:
                     R_mix = blend_rotations(sol[0], R_prior, BLEND_WEIGHT)
                     t_mix = solve_translation(lm3d, lm2d, K, R_mix, max_error)
                     if t_mix is not None:

@@ -295,9 +295,10 @@ def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: tor
         if prev is not None:
             rise = rise + torch.relu(e - prev)
         prev = e
-        errs.append(float(e.detach()))
+        errs.append(e.detach())
+    # one device-to-host copy for all steps, not a GPU sync per step in the training loop
     return {"vert": vert, "kp": kp_loss, "rise": rise, "total": vert + kp_loss + rise_weight * rise,
-            "vert_steps": errs}
+            "vert_steps": torch.stack(errs).tolist()}
 
 
 def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
@@ -321,14 +322,14 @@ def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: floa
     use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
     cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
     idx = torch.randperm(gt.shape[1], generator=gen)[:subset].to(gt.device)
+    prep = model.prepare(feats)
     if unroll:
-        fl = unrolled_field_losses(model, model.prepare(feats), feats, cams, gt, idx, unroll, absolute_weight,
-                                   rise_weight)
+        fl = unrolled_field_losses(model, prep, feats, cams, gt, idx, unroll, absolute_weight, rise_weight)
         out = {"cam": loss_cam, "vert": fl["vert"], "kp": fl["kp"], "rise": fl["rise"]}
         out["total"] = fl["total"] + 0.5 * loss_cam
     else:
-        out = {"cam": loss_cam, **field_losses(model, model.prepare(feats), feats, cams, gt, idx, gen, jitter,
-                                               absolute_weight, own_start_frac, path_prob)}
+        out = {"cam": loss_cam, **field_losses(model, prep, feats, cams, gt, idx, gen, jitter, absolute_weight,
+                                               own_start_frac, path_prob)}
         out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
     if probe is not None:
         coeffs = torch.cat([s["identity"], s["expression"]], 1)

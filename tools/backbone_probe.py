@@ -30,6 +30,7 @@ from glvd.checkpoint import load_checkpoint
 from glvd.metrics import vertex_error_mm
 from glvd.synth import SynthConfig, SyntheticFaces
 from report import finish, generated_by, start
+from signal_budget import encoder_features
 
 SEED = 30_001_234  # disjoint from training, validation, evaluate and the other tools
 LAMBDAS = (1e-1, 1, 10, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
@@ -47,7 +48,7 @@ def render_set(model, gen: SyntheticFaces, n: int) -> dict[str, np.ndarray]:
         keep["images"].append((s["images"][:, 0].permute(0, 2, 3, 1) * 255).round().byte().numpy())
         keep["coeffs"].append(torch.cat([s["identity"], s["expression"]], 1).numpy())
         keep["vertices"].append(s["vertices"].numpy())
-        keep["glvd_feat"].append(torch.cat([f.global_] + [m.mean((2, 3)) for m in f.maps], 1).numpy())
+        keep["glvd_feat"].append(encoder_features(f).numpy())
         keep["glvd_err"].append(vertex_error_mm(xs[:, -1], s["vertices"]).numpy())
         keep["tmpl_err"].append(vertex_error_mm(xs[:, 0], s["vertices"]).numpy())
     return {k: np.concatenate(v) for k, v in keep.items()}
@@ -74,14 +75,15 @@ def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) 
     ym = y_train.mean(0)
     y = y_train - ym
 
-    def fit(rows: np.ndarray, lam: float) -> np.ndarray:
-        k = rows @ rows.T
+    def fit(rows: np.ndarray, k: np.ndarray, lam: float) -> np.ndarray:
         return rows.T @ np.linalg.solve(k + lam * np.eye(len(k)), y[: len(rows)])
 
     held = len(a) // 6
-    errs = [((a[-held:] @ fit(a[:-held], lam) - y[-held:]) ** 2).mean() for lam in LAMBDAS]
+    fit_rows = a[:-held]
+    k_fit = fit_rows @ fit_rows.T  # the Gram matrix once; only the ridge strength varies
+    errs = [((a[-held:] @ fit(fit_rows, k_fit, lam) - y[-held:]) ** 2).mean() for lam in LAMBDAS]
     lam = LAMBDAS[int(np.argmin(errs))]
-    return b @ fit(a, lam) + ym, lam
+    return b @ fit(a, a @ a.T, lam) + ym, lam
 
 
 def score(head, face_count: int, n_id: int, pred: np.ndarray, truth: np.ndarray, vertices: np.ndarray

@@ -77,6 +77,11 @@ def landmark_signal(model, s: dict) -> list[tuple[int, float, float, float]]:
     return rows
 
 
+def encoder_features(f) -> torch.Tensor:
+    """What the probes read of an encoding: its global feature and each map's mean, ``(B*V, C)``."""
+    return torch.cat([f.global_] + [m.mean((2, 3)) for m in f.maps], 1)
+
+
 @torch.no_grad()
 def encoder_probe(model, gen: SyntheticFaces, n_train: int, n_test: int, lam: float = 1000.0) -> dict[str, float]:
     """Ridge regression from the encoder's global feature to the true coefficients; R^2 on held-out renders."""
@@ -84,7 +89,7 @@ def encoder_probe(model, gen: SyntheticFaces, n_train: int, n_test: int, lam: fl
     for _ in range((n_train + n_test) // 16):
         s = gen.sample(16, 1)
         f = model.encode(s["images"])
-        feats.append(torch.cat([f.global_] + [m.mean((2, 3)) for m in f.maps], 1))
+        feats.append(encoder_features(f))
         coeffs.append(torch.cat([s["identity"], s["expression"]], 1))
     X, Y = torch.cat(feats), torch.cat(coeffs)
     X = (X - X[:n_train].mean(0)) / (X[:n_train].std(0) + 1e-6)

@@ -14,16 +14,14 @@ import torch
 from PIL import Image
 
 from glvd.cameras import CROP_SIDE_M, default_intrinsics, focal_from_exif_35mm, focal_from_face_box
-from glvd.crop import crop_intrinsics
+from glvd.crop import ALPHA_BACKGROUND, crop_intrinsics, crop_square
 from glvd.errors import ImageError, NoFaceError
 from glvd.preprocess import (
-    ALPHA_BACKGROUND,
     FOCAL_ASSUMED,
     FOCAL_EXIF,
     FOCAL_GIVEN,
     MAX_SIDE,
     PreparedView,
-    crop_square,
     exif_focal_px,
     load_image,
     load_image_info,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .crop import CROP_MARGIN
+from .crop import CROP_MARGIN, crop_square
 from .landmarks_map import mediapipe_to_68
 
 #: Detector box (x, y, w, h) -> 68-landmark crop box:
@@ -149,8 +149,6 @@ def _detector_boxes(img: np.ndarray) -> list[tuple[float, float, float, float, f
 
 def _mesh_in_region(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
     """Run the mesh on a square region (resampled to REGION_SIZE); landmarks back in image pixels."""
-    from .preprocess import crop_square
-
     region = crop_square(img, (cx, cy, side), REGION_SIZE)
     found = _mesh_faces(region, 1)
     if not found:

@@ -3,7 +3,7 @@
 #   make test   ruff check + pytest
 #   make bench  benchmark scripts (print figures, never assert on time; AGAINST=<rev> adds bench_against)
 #   make build  python build.py (the full extension zip, with dependency wheels)
-#   make train  train the model (glvd train)
+#   make train  train the model (glvd-train train, the training package in training/)
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -17,11 +17,12 @@ BUILD_ARGS ?=
 
 all: test
 
-# Re-run the install when the pins or the runtime's metadata change.
-$(STAMP): requirements.txt vendor/glvd/pyproject.toml
+# Re-run the install when the pins or the runtime's or the training package's metadata change.
+$(STAMP): requirements.txt vendor/glvd/pyproject.toml training/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade-strategy only-if-needed -r requirements.txt
 	$(PY) -m pip install --no-build-isolation --no-deps -e vendor/glvd
+	$(PY) -m pip install --no-build-isolation --no-deps -e training
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -53,7 +54,7 @@ build: $(STAMP)
 	$(PY) build.py $(BUILD_ARGS)
 
 train: $(STAMP)
-	$(PY) -m glvd train $(TRAIN_ARGS)
+	$(VENV)/bin/glvd-train train $(TRAIN_ARGS)
 
 clean:
 	rm -rf build dist out .pytest_cache .ruff_cache

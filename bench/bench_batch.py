@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from glvd.evaluate_photos import sample_photos
+from glvd_train.evaluate_photos import sample_photos
 
 
 def _run(args: list[str]) -> float:

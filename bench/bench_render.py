@@ -1,4 +1,4 @@
-"""Throughput of the synthetic data engine (glvd.synth): rendered crops per second.
+"""Throughput of the synthetic data engine (glvd_train.synth): rendered crops per second.
 
 Prints, for each stage and for the whole ``SyntheticFaces.sample`` call, the median
 over repeated runs, and a machine-independent ratio against a fixed reference
@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vendor" / "glvd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.synth.augment import augment  # noqa: E402
-from glvd.synth.morphable import default_kit_path  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth.augment import augment  # noqa: E402
+from glvd_train.synth.morphable import default_kit_path  # noqa: E402
 
 
 def reference_workload() -> float:
@@ -87,7 +88,7 @@ def main() -> None:
     gen = SyntheticFaces(kit_path=args.kit, config=cfg, seed=0)
     B, V = args.batch, args.views
     n = B * V
-    print(f"glvd.synth bench: {args.size}x{args.size}, batch {B} x {V} views, torch threads {torch.get_num_threads()}")
+    print(f"glvd_train.synth bench: {args.size}x{args.size}, batch {B} x {V} views, torch threads {torch.get_num_threads()}")
 
     # stages, on one fixed draw
     shapes = gen._shapes(B)

@@ -61,7 +61,7 @@ def load_template():
     kit = default_kit_path()
     if kit.is_file():
         return template_from_kit(load_kit(kit)), f"ICT face area ({kit})"
-    from glvd.tinykit import make_tiny_kit
+    from glvd_train.tinykit import make_tiny_kit
 
     path = make_tiny_kit(Path(tempfile.mkdtemp()) / "tiny_kit.npz")
     return template_from_kit(load_kit(path)), "TINY stand-in kit (no ICT kit found)"
@@ -114,7 +114,7 @@ def figure(out: Path, size: int) -> None:
     from PIL import Image
     from skimage import data
 
-    from glvd.synth.raster import interpolate, rasterize
+    from glvd.raster import interpolate, rasterize
 
     ck = REPO / "runs" / "glvd" / "model.pt"
     if not ck.is_file():

@@ -54,7 +54,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped checkpoint when it exists, else an explicitly UNTRAINED one for plumbing tests.
 
     With ../shared's ICT kit the untrained model has the real 9,409-vertex template,
-    without it a tiny stand-in kit (glvd.tinykit).
+    without it a tiny stand-in kit (glvd_train.tinykit).
     """
     if SHIPPED_CHECKPOINT.is_file():
         return SHIPPED_CHECKPOINT
@@ -68,7 +68,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("ckpt")
     kit = default_kit_path()
     if not kit.is_file():
-        from glvd.tinykit import make_tiny_kit
+        from glvd_train.tinykit import make_tiny_kit
 
         kit = make_tiny_kit(tmp / "tiny_kit.npz")
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from glvd.model import GLVD, ModelConfig
-from glvd.tinykit import make_tiny_kit
+from glvd_train.tinykit import make_tiny_kit
 from glvd.topology import load_kit, template_from_kit
 
 SMALL = ModelConfig(image_size=64, encoder_widths=(8, 16, 16, 24, 32), kp_feat=8, kp_hidden=32, kp_embed=8,

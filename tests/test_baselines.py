@@ -9,7 +9,7 @@ import pytest
 import torch
 from runtime_fixtures import tiny_kit
 
-from glvd.baselines import (
+from glvd_train.baselines import (
     FaceModel,
     fit_analysis_by_synthesis,
     fit_landmarks_3dmm,
@@ -18,8 +18,8 @@ from glvd.baselines import (
 )
 from glvd.cameras import FRONTAL_R, axis_angle_to_matrix, euler_to_matrix
 from glvd.landmarks_map import MEDIAPIPE_TO_68
-from glvd.metrics import vertex_error_mm
-from glvd.synth import HeadModel
+from glvd_train.metrics import vertex_error_mm
+from glvd_train.synth import HeadModel
 from glvd.topology import load_kit, template_from_kit
 
 

@@ -74,6 +74,13 @@ def test_zip_builds_validates_and_has_the_runtime(ext_zip: Path) -> None:
     assert [w for w in wheels if Path(w).name.startswith("glvd-")] == \
         [f"wheels/glvd-0.1.0+{_build_module().runtime_fingerprint()}-py3-none-any.whl"]
     assert not any(Path(w).name.lower().startswith("numpy") for w in wheels), "numpy must never be bundled"
+    # the runtime ships inference only: training, the data engine and evaluation live in training/
+    with zipfile.ZipFile(ext_zip) as zf, zipfile.ZipFile(zf.open(next(w for w in wheels if "/glvd-" in w))) as wf:
+        runtime = wf.namelist()
+    assert "glvd/raster.py" in runtime and "glvd/texture.py" in runtime
+    for gone in ("glvd/train.py", "glvd/evaluate.py", "glvd/baselines.py", "glvd/tinykit.py", "glvd/synth/"):
+        assert not any(n.startswith(gone) for n in runtime), gone
+    assert not any(n.startswith("glvd_train") for n in runtime)
     assert not any("__pycache__" in n for n in names)
     # the staged manifest lists exactly the bundled wheels
     assert sorted(manifest["wheels"]) == sorted(f"./{w}" for w in wheels)

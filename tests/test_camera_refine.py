@@ -180,7 +180,7 @@ def test_the_shipped_refiner_places_renders_closer_than_the_camera_head(checkpoi
     import pytest
 
     from glvd.checkpoint import load_checkpoint
-    from glvd.synth import SynthConfig, SyntheticFaces
+    from glvd_train.synth import SynthConfig, SyntheticFaces
     from glvd.topology import default_kit_path
 
     if not default_kit_path().is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glvd.evaluate_photos import OUTER_EYE, evaluate_photos, nme, report
+from glvd_train.evaluate_photos import OUTER_EYE, evaluate_photos, nme, report
 
 pytest.importorskip("skimage.data")
 
@@ -37,7 +37,7 @@ def test_shipped_model_on_real_photos(tmp_path):
 def test_spread_ignores_pose_and_scale_but_not_shape():
     import torch
 
-    from glvd.evaluate_consistency import _spread
+    from glvd_train.evaluate_consistency import _spread
 
     x = torch.randn(1, 50, 3) * 0.05
     c, s = torch.cos(torch.tensor(0.3)), torch.sin(torch.tensor(0.3))
@@ -51,7 +51,7 @@ def test_spread_ignores_pose_and_scale_but_not_shape():
 def test_identity_spread_places_photos_by_landmarks_when_a_detector_is_given(tmp_path):
     from runtime_fixtures import small_model, tiny_kit
 
-    from glvd.evaluate_consistency import identity_spread
+    from glvd_train.evaluate_consistency import identity_spread
 
     kit = tiny_kit(tmp_path)
     model = small_model(kit).eval()

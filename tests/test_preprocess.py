@@ -297,7 +297,7 @@ def test_focal_from_face_box() -> None:
 
 def test_crop_side_matches_training_crops() -> None:
     """CROP_SIDE_M is what the synthetic crops frame: crop pixels * depth / focal, frontal views."""
-    from glvd.synth import SynthConfig, SyntheticFaces
+    from glvd_train.synth import SynthConfig, SyntheticFaces
     from glvd.topology import default_kit_path
 
     kit = default_kit_path()

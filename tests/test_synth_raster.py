@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from glvd.synth import Lights, interpolate, rasterize, shade, vertex_normals
+from glvd_train.synth import Lights, interpolate, rasterize, shade, vertex_normals
 
 
 def _K(f: float, S: int, batch: int = 1) -> torch.Tensor:
@@ -151,8 +151,8 @@ def test_empty_and_offscreen():
 
 def test_fast_paths_match_their_plain_definitions():
     """The speed-ups of the renderer compute what the plain formulas do (session 10)."""
-    from glvd.synth.sampler import box3
-    from glvd.synth.shading import shade_vertices
+    from glvd_train.synth.sampler import box3
+    from glvd_train.synth.shading import shade_vertices
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 9, 7, generator=g)

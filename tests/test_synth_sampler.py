@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from glvd.synth import SynthConfig, SyntheticFaces, default_kit_path, rasterize
-from glvd.synth.backgrounds import Backgrounds, natural_image_paths
-from glvd.tinykit import make_tiny_kit
+from glvd_train.synth import SynthConfig, SyntheticFaces, default_kit_path, rasterize
+from glvd_train.synth.backgrounds import Backgrounds, natural_image_paths
+from glvd_train.tinykit import make_tiny_kit
 
 S = 96
 HAVE_KIT = default_kit_path().is_file()

@@ -3,7 +3,7 @@
 The synthetic face is a bumpy half-ellipsoid with a nose, left/right symmetric, whose UV layout has two
 islands (left half, right half flipped upside down) so that seams and the mirror lookup through quads are
 exercised. Its albedo is a known function of the surface parameters; photos are rendered with
-glvd.synth.raster through known cameras, baked back and compared texel by texel.
+glvd.raster through known cameras, baked back and compared texel by texel.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from glvd.errors import GLVDError
-from glvd.synth.raster import interpolate, rasterize
+from glvd.raster import interpolate, rasterize
 from glvd.texture import bake, bake_views, symmetry_map, uv_raster
 
 N_GRID = 49  # vertices per side (odd: a centre column on the symmetry plane)

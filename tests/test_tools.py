@@ -88,7 +88,7 @@ def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from finetune_heads import _chunk_inputs, build_cache, unrolled_loss
 
-    from glvd.train import shape_error_cm
+    from glvd_train.train import shape_error_cm
 
     model = small_model(tiny_kit(tmp_path))
     # the output layers start at zero (a descent that stays put); give them weights so the descent moves
@@ -123,7 +123,7 @@ def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
 
 
 def test_finetune_heads_keeps_the_trained_models_provenance(tmp_path):
-    """A fine-tuned checkpoint still says how its model was trained (glvd train --init-from reads it)."""
+    """A fine-tuned checkpoint still says how its model was trained (glvd-train train --init-from reads it)."""
     from finetune_heads import finetuned_provenance
 
     prov = {"trained": True, "iterations": 30579, "curriculum": [0, 20000], "path": "/x/model.pt",

@@ -9,8 +9,8 @@ import torch
 from runtime_fixtures import SMALL, tiny_kit
 
 from glvd.checkpoint import load_checkpoint
-from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.train import CoefficientProbe, TrainConfig, curriculum_difficulty, losses, perturbed_start, train
+from glvd_train.synth import SynthConfig, SyntheticFaces
+from glvd_train.train import CoefficientProbe, TrainConfig, curriculum_difficulty, losses, perturbed_start, train
 
 TINY_MODEL = dataclasses.asdict(SMALL) | {"encoder_widths": list(SMALL.encoder_widths)}
 
@@ -187,7 +187,7 @@ def test_unrolled_descents_train_the_encoder_too(tmp_path):
 def test_unrolled_training_of_the_lvd_ablation_is_refused(tmp_path):
     import pytest
 
-    from glvd.train import UNROLL_NEEDS_GUIDANCE
+    from glvd_train.train import UNROLL_NEEDS_GUIDANCE
 
     kit = tiny_kit(tmp_path)
     cfg = dataclasses.replace(_cfg(tmp_path, kit, "lvd", 1), unroll=3, model=TINY_MODEL | {"guidance": False})

@@ -27,8 +27,8 @@ import torch
 
 from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint
-from glvd.metrics import vertex_error_mm
-from glvd.synth import SynthConfig, SyntheticFaces
+from glvd_train.metrics import vertex_error_mm
+from glvd_train.synth import SynthConfig, SyntheticFaces
 from report import finish, generated_by, start
 from signal_budget import encoder_features
 

@@ -28,13 +28,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from report import finish, generated_by, start  # noqa: E402
 
-from glvd.baselines import MediaPipeMesh  # noqa: E402
+from glvd_train.baselines import MediaPipeMesh  # noqa: E402
 from glvd.cameras import head_yaw_deg, rotation_angle_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
 from glvd.pose import INNER, project_points, solve_pnp  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.train import git_commit  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.train import git_commit  # noqa: E402
 
 FIT_SEED, HELD_OUT_SEED = 52_000_001, 52_900_001
 #: views beyond this yaw are left out of the fit: MediaPipe's outline points there slide along the contour

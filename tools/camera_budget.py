@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from descent_by_difficulty import YAW_BINS  # noqa: E402
 from report import finish, generated_by, start  # noqa: E402
 
-from glvd.baselines import (  # noqa: E402
+from glvd_train.baselines import (  # noqa: E402
     MediaPipeMesh,
     default_canonical_path,
     mediapipe_correspondence,
@@ -42,7 +42,7 @@ from glvd.cameras import Cameras, head_yaw_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
 from glvd.pose import INNER, POST_DESCENT_ROUNDS, descend_with_landmark_cameras, solve_pnp  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 SEED = 30_000_999  # disjoint from training, validation, evaluate and the other tools
 VIEWS = 3

@@ -17,14 +17,15 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vendor" / "glvd"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import torch  # noqa: E402
 
 from glvd.cameras import rotation_angle_deg  # noqa: E402
 from glvd.checkpoint import default_checkpoint_path, load_checkpoint  # noqa: E402
 from glvd.cuda_graph import GraphedPipeline, eager_reconstruction  # noqa: E402
-from glvd.metrics import vertex_error_mm  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.metrics import vertex_error_mm  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 #: CPU vs CUDA (TF32 off): float32 round-off through ten steps; a real mismatch is millimetres or degrees
 MAX_VERTEX_DIFF_MM = 0.05

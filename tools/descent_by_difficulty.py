@@ -17,8 +17,8 @@ import torch
 
 from glvd.cameras import Cameras, head_yaw_deg
 from glvd.checkpoint import load_checkpoint
-from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.metrics import vertex_error_mm
+from glvd_train.synth import SynthConfig, SyntheticFaces
+from glvd_train.metrics import vertex_error_mm
 from report import finish, generated_by, start
 
 SEED = 30_000_777  # disjoint from training, validation, evaluate and the other tools

@@ -3,7 +3,7 @@
 On this 2-core CPU a training iteration is mostly rendering and the encoder. With the encoder,
 the camera head and the feature projections frozen, their outputs for a fixed set of renders can
 be computed once and the two field modules trained on them for many more iterations than full
-training affords; the loss is `glvd.train.losses`' (one descent step from a perturbed template or
+training affords; the loss is `glvd_train.train.losses`' (one descent step from a perturbed template or
 from the model's own state after k steps; true-but-jittered or estimated cameras), or with
 ``--unroll T`` the errors after every one of T steps of a full descent from the template,
 back-propagated through the whole descent (later steps weighted more, rises penalised), which
@@ -33,8 +33,8 @@ from report import start  # noqa: E402
 from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from glvd.encoder import FeatureMaps  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.train import (  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.train import (  # noqa: E402
     VAL_SEED,
     field_losses,
     git_commit,
@@ -88,8 +88,8 @@ def _chunk_inputs(model, c: dict, gen: torch.Generator, subset: int, true_camera
 
 def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float, own_start_frac: float,
               absolute_weight: float, damping: float = 1.0) -> dict:
-    """`glvd.train.losses` without the camera and probe terms, on one cached chunk (``damping``: see
-    :func:`glvd.train.field_losses`)."""
+    """`glvd_train.train.losses` without the camera and probe terms, on one cached chunk (``damping``: see
+    :func:`glvd_train.train.field_losses`)."""
     feats, prep, cams, idx = _chunk_inputs(model, c, gen, subset, true_camera_frac)
     out = field_losses(model, prep, feats, cams, c["gt"], idx, gen, 1.0, absolute_weight, own_start_frac, 0.0,
                        damping)
@@ -99,14 +99,14 @@ def step_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_fra
 
 def unrolled_loss(model, c: dict, gen: torch.Generator, subset: int, true_camera_frac: float,
                   absolute_weight: float, steps: int, rise_weight: float) -> dict:
-    """:func:`glvd.train.unrolled_field_losses` on one cached chunk (its cameras and vertex subset drawn
+    """:func:`glvd_train.train.unrolled_field_losses` on one cached chunk (its cameras and vertex subset drawn
     as :func:`step_loss` draws them)."""
     feats, prep, cams, idx = _chunk_inputs(model, c, gen, subset, true_camera_frac)
     return unrolled_field_losses(model, prep, feats, cams, c["gt"], idx, steps, absolute_weight, rise_weight)
 
 
 def finetuned_provenance(prov: dict, step: dict, val: dict) -> dict:
-    """The trained model's provenance, kept whole (a later `glvd train --init-from` reads its iterations and
+    """The trained model's provenance, kept whole (a later `glvd-train train --init-from` reads its iterations and
     curriculum), with this fine-tune appended to its ``finetuned_heads`` list and the new validation."""
     out = {k: v for k, v in prov.items() if k not in ("path", "saved")}  # save_checkpoint stamps "saved"
     out["finetuned_heads"] = [*out.get("finetuned_heads", []), step]  # load_checkpoint gives a list
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         q.requires_grad_(True)
     cache = build_cache(model, a.kit, a.faces, 8, 3, CACHE_SEED, print)
     val_gen = SyntheticFaces(kit_path=a.kit, config=SynthConfig(image_size=model.cfg.image_size), seed=VAL_SEED)
-    val = val_gen.sample(32, 1)  # glvd train's validation faces
+    val = val_gen.sample(32, 1)  # glvd-train train's validation faces
     # 3-view faces too: session 9's unrolled fine-tune gained with 1 view and lost 1% with 3 unseen
     val3 = SyntheticFaces(kit_path=a.kit, config=SynthConfig(image_size=model.cfg.image_size),
                           seed=VAL_SEED + 1).sample(16, 3)

@@ -25,7 +25,7 @@ from report import finish, generated_by, start  # noqa: E402
 from glvd.api import Reconstructor  # noqa: E402
 from glvd.cameras import DEFAULT_DISTANCE_M, focal_from_face_box  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import OUTER_EYE, DlibReference, lfw_photos, nme, sample_photos  # noqa: E402
+from glvd_train.evaluate_photos import OUTER_EYE, DlibReference, lfw_photos, nme, sample_photos  # noqa: E402
 
 OLD_LENS = "fixed lens (1.2 x longer side)"
 JAW_SIDES = [*range(0, 6), *range(11, 17)]

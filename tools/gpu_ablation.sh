@@ -26,7 +26,7 @@ train() {  # $1: name, then extra flags
     local name=$1; shift
     # INIT=DIR continues DIR/glvd/model.pt and DIR/lvd/model.pt (a fresh optimizer; the curriculum carries on)
     [ -n "${INIT:-}" ] && set -- "$@" --init-from "$INIT/$name/model.pt"
-    "$py" -m glvd train --out "$out/$name" --kit .kit/ict_facekit_light.npz --seed 0 \
+    "$py" -m glvd_train train --out "$out/$name" --kit .kit/ict_facekit_light.npz --seed 0 \
         --device "$dev" --render-device "$dev" --workers 0 --threads "${THREADS:-4}" --batch "${BATCH:-32}" \
         --reuse 1 --curriculum "${curriculum[@]}" --minutes "${MINUTES:-7}" --val-every "${VAL_EVERY:-90}" \
         --save-every 60 "$@" 2>&1 | train_log_filter | sed -u "s/^/[$name] /" | tee -a "$out/$name.log"

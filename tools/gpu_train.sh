@@ -9,11 +9,12 @@
 # Rehearse here first (CPU, a few seconds of training):
 #   DEVICE=cpu MINUTES=0.3 BATCH=2 OUT=/tmp/gpu_rehearsal PYTHON=.venv/bin/python bash tools/gpu_train.sh
 # UNROLL=10 (and RISE_WEIGHT, default 30; LR, e.g. 1e-4) trains on whole descents, the encoder included
-# (glvd train --unroll); rehearse that too, with UNROLL=3.
+# (glvd-train train --unroll); rehearse that too, with UNROLL=3.
 #
 # That machine has its own python3 with CUDA torch (2.11, numpy 2), tqdm and scikit-image; the runtime
-# runs from vendor/glvd via PYTHONPATH. Rendering happens on the GPU in the training process; if that
-# fails before a model is saved, the rest of the time trains with 8 CPU rendering processes.
+# and the training package run from vendor/glvd and training/ via PYTHONPATH. Rendering happens on the
+# GPU in the training process; if that fails before a model is saved, the rest of the time trains with
+# 8 CPU rendering processes.
 # state.pt (model + optimizer) is over the 16 MB a returned file may have, so a later run continues
 # from model.pt with a fresh optimizer (--init-from); the curriculum schedule carries on when
 # CURRICULUM equals the one the model was trained with (its provenance).
@@ -31,7 +32,7 @@ echo "continuing $init"
 read -r -a curriculum <<< "${CURRICULUM:-0 20000}"
 
 train() {  # $1: render device, $2: rendering processes, $3: minutes
-    "$py" -m glvd train --out "$run" --init-from "$init" --kit .kit/ict_facekit_light.npz \
+    "$py" -m glvd_train train --out "$run" --init-from "$init" --kit .kit/ict_facekit_light.npz \
         --device "$dev" --render-device "$1" --workers "$2" --threads 8 --batch "${BATCH:-32}" --reuse 1 \
         --curriculum "${curriculum[@]}" --minutes "$3" --val-every "${VAL_EVERY:-120}" --save-every 60 \
         ${UNROLL:+--unroll "$UNROLL" --rise-weight "${RISE_WEIGHT:-30}"} ${LR:+--lr "$LR"} \

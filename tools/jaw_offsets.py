@@ -26,7 +26,7 @@ from report import finish, generated_by, start  # noqa: E402
 
 from glvd.api import Reconstructor  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import OUTER_EYE, DlibReference, nme, sample_photos  # noqa: E402
+from glvd_train.evaluate_photos import OUTER_EYE, DlibReference, nme, sample_photos  # noqa: E402
 from glvd.pose import project_points  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
 

@@ -28,8 +28,8 @@ from report import finish, generated_by, start  # noqa: E402
 
 from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd.metrics import vertex_error_mm  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.metrics import vertex_error_mm  # noqa: E402
 
 SEED = 30_000_555  # disjoint from training, validation, evaluate and the other tools
 

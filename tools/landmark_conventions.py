@@ -31,15 +31,15 @@ from jaw_offsets import REGIONS, signed_offsets  # noqa: E402
 from report import finish, generated_by, start  # noqa: E402
 
 from glvd.api import Reconstructor  # noqa: E402
-from glvd.baselines import MediaPipeMesh  # noqa: E402
+from glvd_train.baselines import MediaPipeMesh  # noqa: E402
 from glvd.cameras import head_yaw_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import DlibReference, nme, sample_photos  # noqa: E402
+from glvd_train.evaluate_photos import DlibReference, nme, sample_photos  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
-from glvd.metrics import vertex_error_mm  # noqa: E402
+from glvd_train.metrics import vertex_error_mm  # noqa: E402
 from glvd.pose import descend_with_landmark_cameras, project_points  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 SEED = 91_000_101
 #: views beyond this yaw are left out of (1): their jaw points lie on the outline, not on fixed vertices

@@ -28,7 +28,7 @@ from report import curriculum_options, finish, generated_by, start  # noqa: E402
 from glvd.cameras import Cameras  # noqa: E402
 from glvd.encoder import ImageEncoder  # noqa: E402
 from glvd.model import ModelConfig  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.topology import load_kit, template_from_kit  # noqa: E402
 
 SEED = 30_000_321  # disjoint from training, validation, evaluate and the other tools

@@ -4,7 +4,7 @@ Trains the model's encoder architecture from scratch plus a linear head to regre
 identity coefficients (standardised, MSE) on a fixed set of renders, once per curriculum
 difficulty (``SynthConfig.at_difficulty``: 0 = near-frontal, evenly lit, neutral, no degradation;
 1 = the training distribution), with the same renders count, time and seed each, and reports the
-held-out R^2 as training goes. This is the experiment behind ``glvd train --curriculum``.
+held-out R^2 as training goes. This is the experiment behind ``glvd-train train --curriculum``.
 
 Usage: .venv/bin/python tools/learnability.py [--iterations 2400] [--renders 3072] [--image-size 128]
        [--out docs/learnability.md]
@@ -22,7 +22,7 @@ from report import curriculum_options, finish, generated_by, start  # noqa: E402
 from signal_budget import learnability  # noqa: E402
 
 from glvd.model import ModelConfig  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 SEED = 30_000_123  # disjoint from training, validation, evaluate and signal_budget
 

@@ -27,7 +27,7 @@ from report import finish, generated_by, start  # noqa: E402
 
 from glvd.cameras import Cameras  # noqa: E402
 from glvd.checkpoint import load_checkpoint  # noqa: E402
-from glvd.evaluate_photos import DlibReference, nme, sample_photos  # noqa: E402
+from glvd_train.evaluate_photos import DlibReference, nme, sample_photos  # noqa: E402
 from glvd.pose import descend_with_landmark_cameras  # noqa: E402
 from glvd.preprocess import prepare_view  # noqa: E402
 

@@ -24,10 +24,10 @@ from report import finish, generated_by, start  # noqa: E402
 
 import glvd.pose as pose  # noqa: E402
 from glvd.api import Reconstructor  # noqa: E402
-from glvd.baselines import MediaPipeMesh  # noqa: E402
+from glvd_train.baselines import MediaPipeMesh  # noqa: E402
 from glvd.cameras import head_yaw_deg, rotation_angle_deg  # noqa: E402
 from glvd.detect import detect_faces  # noqa: E402
-from glvd.evaluate_photos import DlibReference, lfw_photos, nme  # noqa: E402
+from glvd_train.evaluate_photos import DlibReference, lfw_photos, nme  # noqa: E402
 from glvd.landmarks_map import mediapipe68_offsets  # noqa: E402
 
 RENDER_SEED = 52_950_001  # neither the calibration's fit nor its report

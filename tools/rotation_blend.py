@@ -31,11 +31,11 @@ from report import finish, generated_by, start  # noqa: E402
 
 import glvd.pose as pose  # noqa: E402
 from glvd.api import Reconstructor  # noqa: E402
-from glvd.baselines import MediaPipeMesh  # noqa: E402
+from glvd_train.baselines import MediaPipeMesh  # noqa: E402
 from glvd.cameras import head_yaw_deg, rotation_angle_deg  # noqa: E402
-from glvd.evaluate_photos import nme  # noqa: E402
+from glvd_train.evaluate_photos import nme  # noqa: E402
 from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 
 #: (largest angle between the two rotations, weight of the estimate's): (0, _) is PnP alone
 SETTINGS = [(0.0, 0.5), (8.0, 0.5), (10.0, 0.5), (12.0, 0.5), (10.0, 0.3), (15.0, 0.3), (90.0, 0.5), (90.0, 1.0)]

@@ -24,9 +24,9 @@ import torch
 
 from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint
-from glvd.metrics import vertex_error_mm
-from glvd.synth import SynthConfig, SyntheticFaces
-from glvd.synth.morphable import sample_deformation, sample_expression, sample_identity
+from glvd_train.metrics import vertex_error_mm
+from glvd_train.synth import SynthConfig, SyntheticFaces
+from glvd_train.synth.morphable import sample_deformation, sample_expression, sample_identity
 from report import finish, generated_by, start
 
 SEED = 30_000_001  # disjoint from training (seed * 1_000_003 + iteration), validation and evaluate

@@ -29,12 +29,12 @@ from report import start  # noqa: E402
 
 from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg  # noqa: E402
 from glvd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from glvd.metrics import vertex_error_mm  # noqa: E402
+from glvd_train.metrics import vertex_error_mm  # noqa: E402
 from glvd.model import GLVD, translation_to_uvz  # noqa: E402
 from glvd.pose import POST_DESCENT_ROUNDS  # noqa: E402
-from glvd.synth import SynthConfig, SyntheticFaces  # noqa: E402
+from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd.topology import vertex_normals  # noqa: E402
-from glvd.train import VAL_SEED, git_commit  # noqa: E402
+from glvd_train.train import VAL_SEED, git_commit  # noqa: E402
 
 CACHE_SEED = 60_000_000  # disjoint from training, validation, evaluation and tools/finetune_heads.py's cache
 

@@ -1,4 +1,7 @@
-"""``glvd`` / ``python -m glvd``: reconstruct, batch, worker, train, evaluate, info.
+"""``glvd`` / ``python -m glvd``: reconstruct, batch, worker, info.
+
+Training and evaluation are not part of the runtime: ``glvd-train train|evaluate`` (the training
+package, training/; ``make setup`` installs it into .venv).
 
 Exit codes a script can rely on: 0 success, 1 internal error, 2 usage,
 3 unreadable image, 4 no face found, 5 checkpoint problem, 6 torch missing,
@@ -18,6 +21,9 @@ from pathlib import Path
 EXIT_CODES = {"internal": 1, "bad_request": 2, "unreadable_image": 3, "no_face": 4, "checkpoint": 5,
               "torch_missing": 6, "batch_failures": 7, "cancelled": 130}
 MESH_SUFFIXES = (".obj", ".ply", ".glb")
+#: what `glvd train` / `glvd evaluate` (commands of the runtime until the training package split) say now
+TRAINING_MOVED = ("training and evaluation are not part of the runtime: use glvd-train train|evaluate "
+                  "(the training package in training/, installed into .venv by make setup)")
 
 
 def _err(msg: str) -> None:
@@ -27,7 +33,8 @@ def _err(msg: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="glvd", description="GLVD Face: 3D faces from photos (no Blender needed).")
+    p = argparse.ArgumentParser(prog="glvd", description="GLVD Face: 3D faces from photos (no Blender needed).",
+                                epilog=TRAINING_MOVED)
     p.add_argument("--version", action="version", version=f"glvd {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -66,43 +73,6 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="serve JSON-line requests on stdin (for Blender; docs/worker_protocol.md)")
     w.add_argument("--device", default="auto")
     w.add_argument("--checkpoint", default=None)
-
-    t = sub.add_parser("train", help="train GLVD on synthetic renders of the ICT FaceKit (resumes automatically)")
-    t.add_argument("--out", default="runs/glvd", help="run folder (state.pt, model.pt, log.csv)")
-    t.add_argument("--kit", default=None, help="ict_facekit_light.npz (default: $GLVD_KIT or ../shared/data/...)")
-    t.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget of this invocation")
-    t.add_argument("--iterations", type=int, default=1_000_000, help="stop after this many iterations in total")
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--workers", type=int, default=2, help="rendering processes (0: render in the training process)")
-    t.add_argument("--device", default="cpu", help="where the model trains: cpu (default) or cuda")
-    t.add_argument("--render-device", default="cpu",
-                   help="where batches are rendered: cpu (default) or cuda (needs --workers 0)")
-    t.add_argument("--reuse", type=int, default=2, help="iterations per rendered batch (rendering is the bottleneck)")
-    t.add_argument("--path-start-prob", type=float, default=0.0,
-                   help="share of starts part-way to the truth (0.75 = the recipe of the shipped checkpoint)")
-    t.add_argument("--aux-weight", type=float, default=1.0, help="the training-only coefficient probe (0 = off)")
-    t.add_argument("--lr", type=float, default=1e-3,
-                   help="learning rate at iteration 0; it halves every 20,000 iterations (default 1e-3)")
-    t.add_argument("--curriculum", type=int, nargs=2, default=(0, 0), metavar=("HOLD", "RAMP"),
-                   help="render near-frontal, evenly lit, neutral faces for HOLD iterations, then widen to the "
-                        "full distribution over RAMP iterations (default 0 0: full from the start)")
-    t.add_argument("--no-guidance", action="store_true", help="train the LVD ablation (no keypoint module)")
-    t.add_argument("--unroll", type=int, default=0, metavar="STEPS",
-                   help="train on whole descents of STEPS steps from the template, the encoder included "
-                        "(0: one step from a perturbed or own start; a GPU job)")
-    t.add_argument("--rise-weight", type=float, default=30.0,
-                   help="with --unroll: the penalty on a step that raises the batch's error")
-    t.add_argument("--init-from", default=None,
-                   help="continue training a model checkpoint (e.g. the shipped one) with a fresh optimizer")
-    t.add_argument("--model", default="{}", help="JSON ModelConfig overrides, e.g. '{\"image_size\": 128}'")
-    t.add_argument("--synth", default="{}", help="JSON SynthConfig overrides")
-    t.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
-    t.add_argument("--val-every", type=float, default=600.0, help="seconds between validations")
-
-    # its options belong to glvd.evaluate's own parser (glvd evaluate --help shows them)
-    sub.add_parser("evaluate", help="evaluate checkpoints and baselines; writes docs/RESULTS.md", add_help=False)
 
     i = sub.add_parser("info", help="print the runtime and checkpoint details")
     i.add_argument("--checkpoint", default=None)
@@ -206,27 +176,6 @@ def _batch(a: argparse.Namespace) -> int:
     return EXIT_CODES["batch_failures"] if failed else 0
 
 
-def _train(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
-
-    model = json.loads(a.model)
-    if a.no_guidance:
-        model["guidance"] = False
-    cfg = TrainConfig(out=a.out, kit=a.kit, minutes=a.minutes, iterations=a.iterations, batch=a.batch, seed=a.seed,
-                      threads=a.threads, loader_workers=a.workers, model=model, synth=json.loads(a.synth),
-                      save_every_s=a.save_every, val_every_s=a.val_every, init_from=a.init_from,
-                      reuse=a.reuse, path_start_prob=a.path_start_prob, aux_weight=a.aux_weight,
-                      curriculum=tuple(a.curriculum), device=a.device, render_device=a.render_device, lr=a.lr,
-                      unroll=a.unroll, rise_weight=a.rise_weight)
-    try:
-        path = train(cfg, log=_err)
-    except ValueError as exc:  # a setting that cannot work (e.g. --device cuda without a GPU)
-        _err(f"error: {exc}")
-        return 2
-    _err(f"model written to {path}")
-    return 0
-
-
 def _info(a: argparse.Namespace) -> int:
     import torch
 
@@ -241,9 +190,11 @@ def _info(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a, rest = _parser().parse_known_args(argv)
-    if rest and a.cmd != "evaluate":
-        _parser().parse_args(argv)  # the usual "unrecognized arguments" error and exit code 2
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in (["train"], ["evaluate"]):
+        _err(f"`glvd {args[0]}` moved: {TRAINING_MOVED}")
+        return EXIT_CODES["bad_request"]
+    a = _parser().parse_args(args)
     import importlib.util
 
     # found, not imported: the worker imports torch in the background after saying "ready"
@@ -265,12 +216,6 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-        if a.cmd == "train":
-            return _train(a)
-        if a.cmd == "evaluate":
-            from .evaluate import main as evaluate_main
-
-            return evaluate_main(rest)
         if a.cmd == "info":
             return _info(a)
     except GLVDError as exc:

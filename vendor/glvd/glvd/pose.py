@@ -271,7 +271,7 @@ def descend_with_landmark_cameras(model, feats, cams, landmarks2d, steps: int | 
                                   convention: str = "mediapipe", blend: bool = True, **descend_kw):
     """The photo path: landmark PnP on the template, the descent, PnP once more on the result.
 
-    ``Reconstructor`` (for estimated cameras) and ``glvd evaluate``'s "landmark cameras" rows both
+    ``Reconstructor`` (for estimated cameras) and ``glvd-train evaluate``'s "landmark cameras" rows both
     run this. Args: ``model`` a :class:`glvd.model.GLVD`; ``feats`` its encoding of one face;
     ``cams`` the model's estimate (``estimate_cameras``: the camera head, refined when the model has
     a camera refiner; batch 1, see :func:`landmark_cameras`); ``landmarks2d`` per view ``(68, 2)``

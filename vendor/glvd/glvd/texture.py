@@ -7,7 +7,7 @@ Method (docs/texture.md has the figures):
    hence a 3D point and a smooth normal on the reconstructed surface. Image row 0
    is ``v = 1`` (the PNG convention OBJ, glTF-after-flip and Blender expect).
 2. **Per view**: the texel points are projected through the view's camera; a
-   z-buffer of the mesh rendered from that camera (:mod:`glvd.synth.raster`,
+   z-buffer of the mesh rendered from that camera (:mod:`glvd.raster`,
    on a square crop around the face so non-square photos of any size work)
    decides visibility with a depth tolerance. The weight is a smooth function of
    the cosine between the normal and the direction to the camera, times a
@@ -235,7 +235,7 @@ def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray
     Returns ``(depth (D, D) float32 with +inf on background, A (3, 3))`` where ``A`` maps image pixels to
     depth-map pixels, or None when the mesh is not in front of the camera / not inside the image.
     """
-    from .synth.raster import rasterize
+    from .raster import rasterize
 
     Xc = verts @ R.T + t
     front = Xc[:, 2] > 1e-3

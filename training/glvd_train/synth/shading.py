@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .raster import Fragments, interpolate
+from glvd.raster import Fragments, interpolate
 
 
 _INCIDENCE: dict[tuple, torch.Tensor] = {}

@@ -1,9 +1,9 @@
-"""Baselines that `glvd evaluate` measures GLVD against.
+"""Baselines that `glvd-train evaluate` measures GLVD against.
 
 - :func:`fit_landmarks_3dmm`: the classical fit of ICT identity + expression coefficients and the
   cameras to 2D 68-landmarks (Levenberg-Marquardt with a Gaussian prior, cameras started by PnP).
 - :func:`fit_analysis_by_synthesis`: coefficients, cameras, albedo and lights fitted by gradient
-  descent on a photometric + landmark loss through the differentiable renderer (``glvd.synth``).
+  descent on a photometric + landmark loss through the differentiable renderer (``glvd_train.synth``).
 - :class:`MediaPipeMesh` + :func:`mediapipe_correspondence`: MediaPipe Face Mesh 0.10.21 run on a
   view, and where its 468 points lie on the ICT template surface, so it can be scored there.
 
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import axis_angle_to_matrix
-from .landmarks_map import mediapipe_to_68
+from glvd.cameras import axis_angle_to_matrix
+from glvd.landmarks_map import mediapipe_to_68
+from glvd.pose import pnp_cameras
+
 from .metrics import similarity_align
-from .pose import pnp_cameras
 from .surface import Surface
 
 
@@ -43,7 +44,7 @@ class FaceModel:
 
     @classmethod
     def from_head(cls, head, triangles: np.ndarray | torch.Tensor) -> FaceModel:
-        """From a :class:`glvd.synth.HeadModel` (whose face area is its vertex prefix)."""
+        """From a :class:`glvd_train.synth.HeadModel` (whose face area is its vertex prefix)."""
         n = head.face_count
         N = head.num_vertices
         return cls(
@@ -208,7 +209,7 @@ def fit_analysis_by_synthesis(model: FaceModel, images: torch.Tensor, K: torch.T
     Returns:
         the same keys as :func:`fit_landmarks_3dmm`, plus ``photo_loss`` (final, scalar).
     """
-    from .synth.raster import interpolate, rasterize, transform
+    from glvd.raster import interpolate, rasterize, transform
     from .synth.shading import Lights, shade_vertices, vertex_normals
 
     V, _, S, _ = images.shape
@@ -271,7 +272,7 @@ def default_canonical_path() -> Path:
     env = os.environ.get("GLVD_MEDIAPIPE_CANONICAL")
     if env:
         return Path(env)
-    return (Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mediapipe"
+    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mediapipe"
             / "canonical_face_model.obj").resolve()
 
 
@@ -343,7 +344,7 @@ class MediaPipeMesh:
     """
 
     def __init__(self, upscale: int = 384) -> None:
-        from .detect import _mp
+        from glvd.detect import _mp
 
         self.upscale = upscale
         self._mesh = _mp().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .pose import INNER, project_points
+from glvd.pose import INNER, project_points
 
 OUTER_EYE = (36, 45)
 
@@ -138,8 +138,8 @@ def draw_overlay(img: np.ndarray, result: Any, refs: dict[str, np.ndarray], path
 
 def evaluate_photos(rec: Any, overlays: Path | None, lfw_faces: int = 20, log=print) -> tuple[list[PhotoScore], str]:
     """Reconstruct every sample photo; NME of GLVD (last step) and of the template (step 0) per reference."""
-    from .detect import detect_faces
-    from .errors import GLVDError
+    from glvd.detect import detect_faces
+    from glvd.errors import GLVDError
 
     dl = DlibReference()
     scores: list[PhotoScore] = []

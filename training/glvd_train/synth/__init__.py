@@ -5,10 +5,11 @@ training calls; ``rasterize`` / ``shade`` are the differentiable renderer for
 analysis-by-synthesis.
 """
 
+from glvd.raster import Fragments, interpolate, project, rasterize, transform
+
 from .augment import AugmentConfig, augment
 from .backgrounds import Backgrounds
 from .morphable import HeadModel, default_kit_path
-from .raster import Fragments, interpolate, project, rasterize, transform
 from .sampler import SynthConfig, SyntheticFaces, euler_matrix
 from .shading import HeadAppearance, Lights, shade, vertex_normals
 

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cameras import Cameras, euler_to_matrix, rotation_angle_deg
-from .checkpoint import read_checkpoint, save_checkpoint
+from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg
+from glvd.checkpoint import read_checkpoint, save_checkpoint
+from glvd.model import GLVD, ModelConfig, translation_to_uvz
+from glvd.topology import load_kit, template_from_kit
+
 from .metrics import apply_similarity, similarity_transform, vertex_error_mm
-from .model import GLVD, ModelConfig, translation_to_uvz
-from .topology import load_kit, template_from_kit
 
 VAL_SEED = 10_000_019  # disjoint from every training seed (training uses seed * 1_000_003 + iteration)
 
@@ -269,7 +270,7 @@ def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: tor
     Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise``, ``total`` (their sum, the rises weighted)
     and ``vert_steps``: the per-step vertex errors (floats).
     """
-    from .topology import vertex_normals
+    from glvd.topology import vertex_normals
 
     kp_ids, tmpl = model.keypoint_ids, model.template_vertices
     B, V = gt.shape[0], feats.views

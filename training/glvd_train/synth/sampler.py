@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..crop import crop_box_from_points, crop_intrinsics
+from glvd.crop import crop_box_from_points, crop_intrinsics
+from glvd.raster import interpolate, project, rasterize, transform
+
 from .augment import AugmentConfig, augment
 from .backgrounds import Backgrounds
 from .morphable import HeadModel, sample_deformation, sample_expression, sample_identity
-from .raster import project, rasterize, transform
-from .raster import interpolate
 from .shading import HeadAppearance, Lights, shade, shade_vertices, vertex_normals
 
 #: Frontal camera rotation: flips y and z of the head frame.

@@ -1,17 +1,17 @@
-"""``glvd evaluate``: GLVD against its baselines on held-out synthetic faces; writes docs/RESULTS.md.
+"""``glvd-train evaluate``: GLVD against its baselines on held-out synthetic faces; writes docs/RESULTS.md.
 
-Test sets come from :class:`glvd.synth.SyntheticFaces` with seeds disjoint from training
+Test sets come from :class:`glvd_train.synth.SyntheticFaces` with seeds disjoint from training
 (training uses ``seed * 1_000_003 + iteration``, validation ``10_000_019``; here ``20_000_000+``):
 held-out identities with the training distribution, and an out-of-PCA set
 (:meth:`SynthConfig.out_of_pca`). Every face is drawn with 3 views; the 1-view rows use its first
 view, so 1- and 3-view rows score the same faces.
 
 Metrics (millimetres, after a similarity (Procrustes) alignment of the prediction onto the ground
-truth, :func:`glvd.metrics.similarity_align`):
+truth, :func:`glvd_train.metrics.similarity_align`):
 - ``v2v``: mean per-vertex error on the face area (9,409 vertices; aligned on them) and on the
   narrow face area (the first ``template.narrow_count`` vertices; aligned on those);
 - ``surf``: symmetric surface error, point-to-triangle (mean of predicted vertices -> GT surface and
-  GT vertices -> predicted surface; exact distances, :mod:`glvd.surface`), face-area alignment;
+  GT vertices -> predicted surface; exact distances, :mod:`glvd_train.surface`), face-area alignment;
 - ``lm68``: error at the 68 landmark vertices, face-area alignment;
 - the face-area ``v2v`` after every descent step (step 0 = the template);
 - camera rotation error (degrees) of estimated cameras.
@@ -33,15 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import Cameras, rotation_angle_deg
+from glvd.cameras import Cameras, rotation_angle_deg
+from glvd.pose import BLEND_MAX_DEG, WIDE_YAW_DEG
+
 from .metrics import similarity_align
-from .pose import BLEND_MAX_DEG, WIDE_YAW_DEG
 from .surface import Surface
 
 HELD_OUT_SEED = 20_000_000
 OUT_OF_PCA_SEED = 20_000_500
 CONSISTENCY_SEED = 20_000_900
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 M_GLVD_TRUE = "GLVD, true cameras"
 M_GLVD_EST = "GLVD, estimated cameras"
@@ -61,7 +62,7 @@ METHOD_ORDER = [M_GLVD_EST, M_GLVD_LMK, M_GLVD_TRUE, M_TEMPLATE, M_3DMM, M_3DMM_
 
 
 def _say(msg: str) -> None:
-    print(f"glvd evaluate: {msg}", file=sys.stderr, flush=True)
+    print(f"glvd-train evaluate: {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -138,7 +139,7 @@ def make_test_set(kit: str | None, config, seed: int, samples: int, views: int, 
 
 
 def _load_model(path: Path | None):
-    from .checkpoint import load_checkpoint
+    from glvd.checkpoint import load_checkpoint
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -149,7 +150,7 @@ def default_checkpoint() -> Path:
     for p in (Path("runs/glvd/model.pt"), REPO / "runs" / "glvd" / "model.pt"):
         if p.is_file():
             return p
-    from .checkpoint import default_checkpoint_path
+    from glvd.checkpoint import default_checkpoint_path
 
     return default_checkpoint_path()
 
@@ -173,7 +174,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     ``R_lmk`` (PnP once more on the result, as the runtime returns them), ``lmk_views`` (views placed
     by landmarks) and ``wide_views`` (of those, the ones that kept the camera head's rotation).
     """
-    from .pose import FROM_BLENDED, FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
+    from glvd.pose import FROM_BLENDED, FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
 
     t_cams, t_ests = [], []
     no_landmarks = [None] * images.shape[0]
@@ -211,9 +212,10 @@ def _fmt_time(s: float | None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="glvd evaluate", description="Evaluate GLVD and its baselines; writes RESULTS.md")
+    p = argparse.ArgumentParser(prog="glvd-train evaluate",
+                                description="Evaluate GLVD and its baselines; writes RESULTS.md")
     p.add_argument("--checkpoint", default=None, help="default: runs/glvd/model.pt if present, else the shipped one")
-    p.add_argument("--ablation", default="runs/lvd/model.pt", help="the LVD ablation checkpoint (glvd train "
+    p.add_argument("--ablation", default="runs/lvd/model.pt", help="the LVD ablation checkpoint (glvd-train train "
                    "--no-guidance); default runs/lvd/model.pt")
     p.add_argument("--kit", default=None, help="ict_facekit_light.npz (default: $GLVD_KIT or ../shared/data/...)")
     p.add_argument("--canonical", default=None, help="MediaPipe canonical_face_model.obj (default ../shared/...)")
@@ -235,13 +237,13 @@ def main(argv: list[str]) -> int:
                    help="also score real photos (astronaut, grace_hopper and the first LFW lfw_subset faces) "
                         "against MediaPipe and dlib, with overlays beside --out (default 0: skip)")
     argv = list(argv)
-    if argv[:1] == ["--"]:  # `glvd evaluate -- --samples 4`: the CLI's remainder keeps the separator
+    if argv[:1] == ["--"]:  # `glvd-train evaluate -- --samples 4`: the CLI's remainder keeps the separator
         argv = argv[1:]
     a = p.parse_args(argv)
     if a.samples < 1 or not a.views or min(a.views) < 1:
         p.error("--samples and --views must be positive")
     torch.set_num_threads(a.threads)
-    command = " ".join(["glvd evaluate", *(shlex.quote(x) for x in argv)])
+    command = " ".join(["glvd-train evaluate", *(shlex.quote(x) for x in argv)])
     t_start = time.perf_counter()
 
     from .baselines import (
@@ -254,7 +256,7 @@ def main(argv: list[str]) -> int:
         mediapipe_correspondence,
         read_obj_vertices,
     )
-    from .landmarks_map import mediapipe_to_68
+    from glvd.landmarks_map import mediapipe_to_68
     from .synth import SynthConfig
 
     ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint()
@@ -424,7 +426,7 @@ def main(argv: list[str]) -> int:
     plot_ok = write_plot(plot, curves, a.views)
     text = render_report(rec, curves, rot_err, mp_rows, info, plot if plot_ok else None, out)
     if a.photos:
-        from .api import Reconstructor
+        from glvd.api import Reconstructor
         from .evaluate_photos import evaluate_photos, report
 
         overlays = out.parent / "overlays"
@@ -538,7 +540,7 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
           f"{ap.get('wall_minutes')} min).")
     else:
         w(f"LVD ablation (d): **not trained yet** (no checkpoint at `{info['ablation']}`; train it with "
-          "`glvd train --no-guidance --out runs/lvd`).")
+          "`glvd-train train --no-guidance --out runs/lvd`).")
     w("")
     w("## Test data and protocol")
     w("")

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .cameras import Cameras
+from glvd.cameras import Cameras
+
 from .metrics import similarity_align, vertex_error_mm
 
 
@@ -35,7 +36,7 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     is placed as :class:`glvd.Reconstructor` places photos (landmark PnP before the descent where found; elsewhere
     ``estimate_cameras``, refined when the model has a camera refiner).
     """
-    from .pose import FROM_HEAD, landmark_cameras
+    from glvd.pose import FROM_HEAD, landmark_cameras
     from .synth import SynthConfig, SyntheticFaces
 
     gen = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=model.cfg.image_size), seed=seed)

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the kit's location: $GLVD_KIT, else ../shared beside the repo (one definition, the runtime's)
+from glvd.topology import default_kit_path
+
 CM_TO_M = 0.01
 
 #: Materials drawn by the renderer (the kit's lacrimal fluid, eye blend and eye
@@ -30,15 +33,6 @@ RENDER_MATERIALS = (
     "M_ScleraRight",
     "M_IrisRight",
 )
-
-
-def default_kit_path() -> Path:
-    """``$GLVD_KIT``, else ``../shared/data/ict_facekit/ict_facekit_light.npz`` beside the repo root."""
-    env = os.environ.get("GLVD_KIT")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[4]
-    return (repo / ".." / "shared" / "data" / "ict_facekit" / "ict_facekit_light.npz").resolve()
 
 
 def _load_npz(path: str | os.PathLike | None) -> dict[str, np.ndarray]:

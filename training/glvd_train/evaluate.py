@@ -54,11 +54,16 @@ M_ABS = "(c) analysis-by-synthesis"
 M_LVD_TRUE = "(d) LVD ablation, true cameras"
 M_LVD_EST = "(d) LVD ablation, estimated cameras"
 M_MP = "(e) MediaPipe Face Mesh"
+M_RIDGE = "(f) identity descriptor, ridge to the kit's identity"
 #: the 51 inner 68-landmarks: MediaPipe's jaw contour follows the silhouette, the kit's jaw landmarks are fixed vertices
 INNER51 = list(range(17, 68))
 #: the LVD target compares models trained with about the same budget (iterations within this factor)
 BUDGET_TOLERANCE = 1.5
-METHOD_ORDER = [M_GLVD_EST, M_GLVD_LMK, M_GLVD_TRUE, M_TEMPLATE, M_3DMM, M_3DMM_GT, M_ABS, M_LVD_EST, M_LVD_TRUE]
+METHOD_ORDER = [M_GLVD_EST, M_GLVD_LMK, M_GLVD_TRUE, M_TEMPLATE, M_3DMM, M_3DMM_GT, M_ABS, M_LVD_EST, M_LVD_TRUE,
+                M_RIDGE]
+#: test renders are made at this multiple of the model's crop and area-resized to it, as the feature
+#: cache's are: MediaPipe and the identity chip of (f) see the larger image, as they see a photo
+RENDER_SCALE = 2
 
 
 def _say(msg: str) -> None:
@@ -122,11 +127,17 @@ def per_step_v2v(xs: torch.Tensor, gt: torch.Tensor) -> list[float]:
 
 
 # --------------------------------------------------------------------------- data
-def make_test_set(kit: str | None, config, seed: int, samples: int, views: int, chunk: int = 4) -> dict:
-    """``samples`` faces with ``views`` views each (rendered in chunks; deterministic for a seed)."""
+def make_test_set(kit: str | None, config, seed: int, samples: int, views: int, chunk: int = 4,
+                  render_scale: int = 1) -> dict:
+    """``samples`` faces with ``views`` views each (rendered in chunks; deterministic for a seed).
+
+    ``render_scale`` > 1: rendered at that multiple of ``config.image_size`` and area-resized to it;
+    ``images_full (B, V, S*r, S*r, 3)`` uint8 keeps the large render (K, landmarks2d: the small one's).
+    """
     from .synth import SyntheticFaces
 
-    gen = SyntheticFaces(kit_path=kit, config=config, seed=seed)
+    S = config.image_size
+    gen = SyntheticFaces(kit_path=kit, config=config.replace(image_size=S * render_scale), seed=seed)
     parts = []
     left = samples
     while left > 0:
@@ -134,6 +145,15 @@ def make_test_set(kit: str | None, config, seed: int, samples: int, views: int, 
         left -= chunk
     keys = ("images", "K", "R", "t", "vertices", "landmarks2d", "deformed")
     out = {k: torch.cat([p[k] for p in parts]).cpu() for k in keys}
+    if render_scale > 1:
+        full = out["images"]
+        out["images_full"] = (full.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+        B, V = full.shape[:2]
+        small = torch.nn.functional.avg_pool2d(full.flatten(0, 1), render_scale)
+        out["images"] = small.reshape(B, V, 3, S, S).contiguous()
+        out["K"] = out["K"].clone()
+        out["K"][..., :2, :] /= render_scale
+        out["landmarks2d"] = out["landmarks2d"] / render_scale
     out["head"] = gen.head
     return out
 
@@ -219,7 +239,13 @@ def main(argv: list[str]) -> int:
                    "--no-guidance); default runs/lvd/model.pt")
     p.add_argument("--kit", default=None, help="ict_facekit_light.npz (default: $GLVD_KIT or ../shared/data/...)")
     p.add_argument("--canonical", default=None, help="MediaPipe canonical_face_model.obj (default ../shared/...)")
-    p.add_argument("--samples", type=int, default=24, help="faces per test set (default 24)")
+    p.add_argument("--samples", type=int, default=64,
+                   help="faces per test set (default 64: 8 swing by more than the effects measured)")
+    p.add_argument("--ridge", default=None, help="baseline (f)'s map (glvd-train ridge); default "
+                   "runs/descriptor_ridge.npz, else fitted on --cache, else (f) is skipped")
+    p.add_argument("--cache", default="runs/cache", help="feature cache (glvd-train cache) to fit (f) on")
+    p.add_argument("--photos-identity", default=None, help="real photos of the same people (default "
+                   "../shared/data/photos_identity): the real-photo consistency rows; 'none' skips them")
     p.add_argument("--views", type=int, nargs="+", default=[1, 3], help="view counts (default 1 3)")
     p.add_argument("--steps", type=int, default=None, help="descent steps (default: the checkpoint's)")
     p.add_argument("--out", default="docs/RESULTS.md")
@@ -285,7 +311,7 @@ def main(argv: list[str]) -> int:
     data = {}
     for name, (cfg, seed) in sets.items():
         _say(f"rendering {a.samples} {name} faces x {maxV} views at {S} px (seed {seed})")
-        data[name] = make_test_set(a.kit, cfg, seed, a.samples, maxV)
+        data[name] = make_test_set(a.kit, cfg, seed, a.samples, maxV, render_scale=RENDER_SCALE)
     head = data["held-out"]["head"]
     if head.face_count != tpl.num_vertices:
         _say(f"the kit's face area ({head.face_count}) does not match the checkpoint ({tpl.num_vertices})")
@@ -305,6 +331,12 @@ def main(argv: list[str]) -> int:
         elif mp is not None:
             mp_note = f"MediaPipe canonical mesh not found at {canon_path}: (e) skipped"
 
+    ridge, ridge_note = _load_ridge(a)
+    identity = None
+    if ridge is not None:
+        from glvd.identity import IdentityEncoder
+
+        identity = IdentityEncoder()
     noise_gen = torch.Generator().manual_seed(1234 + a.seed)
     rec: list[dict] = []
     curves: dict[tuple[str, int, str], list[list[float]]] = defaultdict(list)
@@ -338,6 +370,13 @@ def main(argv: list[str]) -> int:
                     detected.append(None)
                     lm_source["GT + 2 px noise"] += 1
             lm_real = torch.stack(lms)
+            desc = None
+            if ridge is not None:  # (f): MediaPipe on the large render (the truth where it finds nothing)
+                full = d["images_full"][i]
+                pts_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
+                pts_full = [p_[:, :2] if p_ is not None else d["landmarks2d"][i, v].numpy() * RENDER_SCALE
+                            for v, p_ in enumerate(pts_full)]
+                desc = identity.describe(list(full), pts_full)
             lm_sub = INNER51 if mp is not None else None
             for V in a.views:
                 sl = slice(0, V)
@@ -386,6 +425,10 @@ def main(argv: list[str]) -> int:
                                                    sigma_px=3.0 if lm_sub else 2.0)
                     add(M_ABS, ab["vertices"], t_fit + time.perf_counter() - t0)
                     rot_err[(sname, V, M_ABS)].append(float(rotation_angle_deg(ab["R"], R).mean()))
+                if desc is not None:
+                    t0 = time.perf_counter()
+                    alpha = torch.from_numpy(ridge.coefficients(desc[:V])).float()
+                    add(M_RIDGE, fm.vertices(alpha, torch.zeros(fm.num_expression)), time.perf_counter() - t0)
                 if V == 1 and corr is not None and mp_pts[0] is not None:
                     gtp = corr.points(gt)
                     row = {"set": sname, "face": i, M_MP: aligned_point_error_mm(mp_pts[0][corr.keep], gtp),
@@ -417,6 +460,8 @@ def main(argv: list[str]) -> int:
             return None if pts is None else mediapipe_to_68(pts[:, :2])
 
     info["consistency"] = identity_spread(model, a.kit, CONSISTENCY_SEED, steps=steps, detect=detect68)
+    info["ridge_note"] = ridge_note
+    info["photo_consistency"] = _photo_consistency(a, ckpt, ridge, fm, steps)
     if mp is not None:
         mp.close()
     info["total_s"] = total_s = time.perf_counter() - t_start
@@ -437,6 +482,40 @@ def main(argv: list[str]) -> int:
     print(text)
     _say(f"wrote {out} in {total_s / 60:.1f} min")
     return 0
+
+
+def _load_ridge(a):
+    """Baseline (f)'s map and a note on where it came from (None and why when it cannot be had)."""
+    from .descriptor_ridge import DEFAULT_PATH, DescriptorRidge, fit_from_cache
+
+    path = Path(a.ridge) if a.ridge else DEFAULT_PATH
+    if path.is_file():
+        r = DescriptorRidge.load(path)
+        return r, f"map {path} ({r.faces} cached faces, ridge {r.lam:g}, held-out R^2 {r.val_r2:.3f})"
+    try:
+        r = fit_from_cache(a.cache)
+    except FileNotFoundError as exc:
+        return None, f"(f) skipped: no map at {path} and no cache ({exc})"
+    return r, (f"fitted on the cache {a.cache} in this run ({r.faces} faces, ridge {r.lam:g}, held-out R^2 "
+               f"{r.val_r2:.3f})")
+
+
+def _photo_consistency(a, ckpt: Path, ridge, fm, steps: int) -> dict | None:
+    """Real-photo identity consistency of GLVD and (f) (evaluation only), or None without the photos."""
+    from .photo_consistency import default_photos_dir, glvd_method, photo_spread, ridge_method
+
+    if a.photos_identity == "none":
+        return None
+    folder = Path(a.photos_identity) if a.photos_identity else default_photos_dir()
+    if not folder.is_dir():
+        _say(f"no real photos at {folder}: the real-photo consistency rows are skipped")
+        return None
+    from glvd.api import Reconstructor
+
+    methods = {M_GLVD_LMK: glvd_method(Reconstructor(ckpt, device="cpu"), steps)}
+    if ridge is not None:
+        methods[M_RIDGE] = ridge_method(ridge, fm)
+    return {"folder": str(folder), "rows": photo_spread(folder, methods, log=_say)}
 
 
 # --------------------------------------------------------------------------- report
@@ -527,10 +606,10 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         if k in prov:
             v = prov[k]
             w(f"| {k} | {_fmt(v) if isinstance(v, float) else v} |")
-    for n, ft in enumerate(prov.get("finetuned_heads", []), 1):  # tools/finetune_heads.py runs on top
+    for n, ft in enumerate(prov.get("finetuned_heads", []), 1):  # glvd-train finetune-heads runs on top
         w(f"| fine-tune {n} of the keypoint and vertex modules | "
           + ", ".join(f"{k} {v}" for k, v in ft.items()) + " |")
-    if isinstance(prov.get("camera_refiner"), dict):  # tools/train_camera_refiner.py
+    if isinstance(prov.get("camera_refiner"), dict):  # glvd-train camera-refiner
         w("| camera refiner (trained on top, the rest frozen) | "
           + ", ".join(f"{k} {v}" for k, v in prov["camera_refiner"].items()) + " |")
     w("")
@@ -567,6 +646,17 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "2 px noise (sigma 2 px): the idealised landmark fit.")
     if info["mp_note"]:
         w(f"- {info['mp_note']}")
+    w(f"- Test renders are made at {RENDER_SCALE}x the crop and area-resized to it (as the feature cache's). "
+      "(f): the mean over the views of dlib's face-recognition descriptor (glvd.facenet, the chip aligned on "
+      "MediaPipe's points on the large render, the true 68 where MediaPipe finds nothing), mapped to the kit's "
+      "100 identity coefficients by a ridge fitted on renders of the feature cache only; its shape is the kit's "
+      "mean plus those modes (neutral, no out-of-PCA detail). " + (info.get("ridge_note") or ""))
+    pc = info.get("photo_consistency")
+    if pc:
+        w(f"- Real photos ({pc['folder']}, evaluation only, never trained or fitted on): each photo reconstructed "
+          "alone (GLVD: the runtime's photo path; (f): MediaPipe on the full photo, the chip, the ridge); results "
+          "aligned onto their mean by a similarity; within = mean per-vertex distance between two results of one "
+          "person, between = the same between the people's means (../shared/tools/identity_spread.py's scoring).")
     refined = info.get("refiner")
     w("- All methods get the true intrinsics K of the crop; cameras R, t are estimated (GLVD's camera head"
       + (", refined by its camera refiner on the template before the descent and on the result after it "
@@ -576,9 +666,9 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
       "marks them: glvd.landmarks_map.mediapipe68_offsets) on MediaPipe's for every "
       f"view where MediaPipe found the face (the {'refined ' if refined else ''}camera head elsewhere; where it "
       f"puts the yaw at {WIDE_YAW_DEG:g} deg or more, only the position comes from the landmarks and the "
-      "rotation stays its own: docs/camera_budget.md; where PnP's rotation is within "
+      "rotation stays its own: research/camera_budget/camera_budget.md; where PnP's rotation is within "
       f"{BLEND_MAX_DEG:g} deg of the estimate's, the view takes the rotation halfway between the two: "
-      "docs/rotation_blend.md), the descent, then PnP once more on the result"
+      "research/rotation_blend/rotation_blend.md), the descent, then PnP once more on the result"
       + (" (the views without landmarks: the refiner once more)" if refined else "")
       + " (its rotation error is of those final cameras).")
     if info["abs"]:
@@ -676,6 +766,22 @@ def render_report(rec: list[dict], curves: dict, rot_err: dict, mp_rows: list[di
         w(f"| consistency: spread across photos of one person < spread between people (1 view) | "
           f"{_fmt(c['within_mm'])} vs {_fmt(c['between_mm'])} mm (truth: 0 vs {_fmt(c['between_gt_mm'])} mm) | "
           f"{_target(c['within_mm'] < c['between_mm'])} |")
+    pc = info.get("photo_consistency")
+    if pc:
+        for m, row in pc["rows"].items():
+            if "ratio" not in row:
+                w(f"| real photos ({m}): within / between | too few photos reconstructed | {_target(None)} |")
+                continue
+            failed = f", {len(row['failed'])} failed" if row["failed"] else ""
+            w(f"| real photos: within / between person spread ({m}; {row['photos']} photos of {row['people']} "
+              f"people, {row['pairs']} same-person pairs{failed}) | "
+              f"{_fmt(row['within_mm'])} / {_fmt(row['between_mm'])} mm = {_fmt(row['ratio'])} | "
+              f"{_target(row['ratio'] <= 0.4)} (<= 0.40) |")
+    for V in views:
+        g, f_ = get(ho, V, M_GLVD_EST), get(ho, V, M_RIDGE)
+        if g is not None and f_ is not None:
+            w(f"| at least 15% better than (f) ({V} view{'s' if V > 1 else ''}, estimated cameras) | GLVD {_fmt(g)} vs "
+              f"(f) {_fmt(f_)} mm ({100 * (f_ - g) / f_:+.1f}%) | {_target(g <= 0.85 * f_)} |")
     w("")
 
     # ---- main tables

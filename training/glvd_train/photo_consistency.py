@@ -1,0 +1,102 @@
+"""Identity consistency on real photos (``../shared/data/photos_identity``): evaluation only.
+
+Each photo ``person_<name>_*.jpg`` is reconstructed alone; every result (face area, mm) is
+moved onto the mean result by a similarity transform; "within" is the mean per-vertex distance
+between two results of one person, "between" the same between the people's mean shapes.
+within / between well below 1: the shape follows the person, not the photo. The same scoring
+as the shared ``identity_spread.py``, for any method that maps a photo to face-area vertices.
+These photos are never used to train or fit anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from glvd.topology import default_kit_path
+
+
+def default_photos_dir() -> Path:
+    return default_kit_path().parent.parent / "photos_identity"
+
+
+def similarity_align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``src (N, 3)`` onto ``dst`` by the least-squares similarity (Umeyama)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(d.T @ s / len(src))
+    D = np.eye(3)
+    if np.linalg.det(U @ Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    scale = np.trace(np.diag(S) @ D) / s.var(0).sum()
+    return (scale * (R @ src.T)).T + mu_d - scale * R @ mu_s
+
+
+def spread(names: list[str], shapes_mm: list[np.ndarray]) -> dict[str, float]:
+    """within, between (mm), their ratio, photo and pair counts."""
+    ref = np.mean(shapes_mm, 0)
+    al = [similarity_align(v, ref) for v in shapes_mm]
+    people = sorted(set(names))
+    within = [np.linalg.norm(al[i] - al[j], axis=1).mean()
+              for i in range(len(al)) for j in range(i + 1, len(al)) if names[i] == names[j]]
+    means = {p: np.mean([al[i] for i in range(len(al)) if names[i] == p], 0) for p in people}
+    between = [np.linalg.norm(means[p] - means[q], axis=1).mean()
+               for i, p in enumerate(people) for q in people[i + 1:]]
+    w, b = float(np.mean(within)), float(np.mean(between))
+    return {"within_mm": w, "between_mm": b, "ratio": w / b, "photos": len(al), "people": len(people),
+            "pairs": len(within)}
+
+
+def photo_spread(folder: Path, methods: dict[str, Callable[[Path], np.ndarray]],
+                 log: Callable[[str], None] = print) -> dict[str, dict]:
+    """``methods``: name -> (photo path -> face-area vertices ``(N, 3)`` in metres). Failures are
+    reported and left out (a photo without a face found is a result too)."""
+    paths = sorted(folder.glob("person_*"))
+    out = {}
+    for name, fn in methods.items():
+        names, shapes, failed = [], [], []
+        for p in paths:
+            try:
+                shapes.append(np.asarray(fn(p), np.float64) * 1000.0)
+                names.append(p.name.split("_")[1])
+            except Exception as exc:  # reported in the row
+                failed.append(f"{p.name}: {exc}")
+        if len(set(names)) < 2:
+            out[name] = {"failed": failed}
+            continue
+        out[name] = {**spread(names, shapes), "failed": failed}
+        log(f"real-photo consistency, {name}: ratio {out[name]['ratio']:.2f} ({out[name]['photos']} photos)")
+    return out
+
+
+def ridge_method(ridge, face_model) -> Callable[[Path], np.ndarray]:
+    """Baseline (f) on a photo: MediaPipe on the full photo, the chip, the descriptor, the ridge."""
+    import torch
+
+    from glvd.detect import detect_faces
+    from glvd.identity import IdentityEncoder
+    from glvd.preprocess import load_image
+
+    enc = IdentityEncoder()
+
+    def run(path: Path) -> np.ndarray:
+        img = load_image(str(path))
+        faces = [f for f in detect_faces(img) if f.landmarks_dense is not None]
+        if not faces:
+            raise ValueError("no face with landmarks found")
+        f = max(faces, key=lambda f: f.side)
+        alpha = torch.from_numpy(ridge.coefficients(enc.describe([img], [f.landmarks_dense]))).float()
+        return face_model.vertices(alpha, torch.zeros(face_model.num_expression)).numpy()
+
+    return run
+
+
+def glvd_method(reconstructor, steps: int | None = None) -> Callable[[Path], np.ndarray]:
+    def run(path: Path) -> np.ndarray:
+        res = reconstructor.reconstruct([str(path)], **({"steps": steps} if steps else {}))
+        return res.vertices[-1]
+
+    return run

@@ -100,7 +100,7 @@ def test_an_untrained_refiner_leaves_the_cameras_alone_and_the_checkpoint_round_
 
 
 def test_refiner_training_on_cached_features_lowers_the_camera_error(tmp_path):
-    """tools/train_camera_refiner.py on a tiny kit: the loss on a fixed chunk falls, the rest stays frozen."""
+    """glvd-train camera-refiner on a tiny kit: the loss on a fixed chunk falls, the rest stays frozen."""
     from dataclasses import replace
 
     from glvd.model import GLVD

@@ -1,15 +1,11 @@
-"""Pure helpers of the tools/ reports."""
+"""Helpers of the research/ experiments and the fine-tuning stages of the training package."""
 
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-from keypoint_budget import thin_plate_operator  # noqa: E402
+from research.keypoint_budget.keypoint_budget import thin_plate_operator
 
 
 def test_thin_plate_operator_hits_the_controls_and_keeps_affine_motion():
@@ -31,7 +27,7 @@ def test_rotation_error_vector_is_in_the_head_frame():
     import numpy as np
     from scipy.spatial.transform import Rotation
 
-    from camera_budget import rotation_error_vector
+    from research.camera_budget.camera_budget import rotation_error_vector
 
     R_true = Rotation.from_euler("yxz", [40, -10, 5], degrees=True).as_matrix() @ np.diag([1.0, -1.0, -1.0])
     # the estimate nods the head 6 degrees further about its own x axis (pitch)
@@ -41,15 +37,12 @@ def test_rotation_error_vector_is_in_the_head_frame():
 
 
 def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
-    """tools/finetune_heads.py: frozen features cached once; the field modules' loss on them falls."""
-    import sys
-    from pathlib import Path
+    """glvd-train finetune-heads: frozen features cached once; the field modules' loss on them falls."""
 
     import torch
     from runtime_fixtures import small_model, tiny_kit
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from finetune_heads import build_cache, step_loss
+    from glvd_train.finetune_heads import build_cache, step_loss
 
     model = small_model(tiny_kit(tmp_path))
     cache = build_cache(model, str(tiny_kit(tmp_path)), faces=8, chunk=4, max_views=2, seed=3, log=lambda m: None)
@@ -79,14 +72,11 @@ def test_finetune_heads_on_cached_features_lowers_the_loss(tmp_path):
 def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
     """--unroll: the subset's trajectory equals the full descent's (one and several views), and the
     gradient of the last step's error reaches the modules through the earlier steps."""
-    import sys
-    from pathlib import Path
 
     import torch
     from runtime_fixtures import small_model, tiny_kit
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from finetune_heads import _chunk_inputs, build_cache, unrolled_loss
+    from glvd_train.finetune_heads import _chunk_inputs, build_cache, unrolled_loss
 
     from glvd_train.train import shape_error_cm
 
@@ -124,7 +114,7 @@ def test_finetune_heads_unrolled_loss_follows_the_models_own_descent(tmp_path):
 
 def test_finetune_heads_keeps_the_trained_models_provenance(tmp_path):
     """A fine-tuned checkpoint still says how its model was trained (glvd-train train --init-from reads it)."""
-    from finetune_heads import finetuned_provenance
+    from glvd_train.finetune_heads import finetuned_provenance
 
     prov = {"trained": True, "iterations": 30579, "curriculum": [0, 20000], "path": "/x/model.pt",
             "saved": "then", "val_true_mm": 3.56}
@@ -147,7 +137,7 @@ def test_finetune_heads_keeps_the_trained_models_provenance(tmp_path):
 def test_mediapipe_features_resize_matches_torch_bilinear():
     import numpy as np
 
-    from mediapipe_features import resize_bilinear
+    from research.backbone_probe.mediapipe_features import resize_bilinear
 
     img = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
     ours = resize_bilinear(img, 192)
@@ -159,7 +149,7 @@ def test_mediapipe_features_resize_matches_torch_bilinear():
 def test_backbone_probe_ridge_reads_a_linear_signal_and_not_noise():
     import numpy as np
 
-    from backbone_probe import ridge_predict
+    from research.backbone_probe.backbone_probe import ridge_predict
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 40))

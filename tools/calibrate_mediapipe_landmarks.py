@@ -1,8 +1,9 @@
 """Where MediaPipe's 68 landmarks sit on the kit's face: a 3D offset per landmark, fitted on renders.
 
 The photo path solves each camera by PnP between MediaPipe's 68 landmarks (mapped from its 468) and the
-face's 68 landmark *vertices*. The two disagree by convention (docs/landmark_conventions.md: the true
-face's landmarks are 6.5% NME from MediaPipe's even with the true camera), and PnP turns that into a
+face's 68 landmark *vertices*. The two disagree by convention
+(research/landmark_conventions/landmark_conventions.md: the true face's landmarks are 6.5% NME from
+MediaPipe's even with the true camera), and PnP turns that into a
 camera error (on renders the reconstruction's jaw projects 4-5% of the eye distance too high with the
 PnP camera, 0.5% with the true one). This fits, per landmark, the 3D offset (head frame, metres) from
 the kit's landmark vertex to the point MediaPipe marks: on renders of the training distribution with
@@ -19,57 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report import finish, generated_by, start  # noqa: E402
-
-from glvd_train.baselines import MediaPipeMesh  # noqa: E402
-from glvd.cameras import head_yaw_deg, rotation_angle_deg  # noqa: E402
-from glvd.checkpoint import load_checkpoint  # noqa: E402
-from glvd.landmarks_map import mediapipe_to_68  # noqa: E402
-from glvd.pose import INNER, project_points, solve_pnp  # noqa: E402
-from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
-from glvd_train.train import git_commit  # noqa: E402
+from glvd.cameras import head_yaw_deg, rotation_angle_deg
+from glvd.checkpoint import load_checkpoint
+from glvd.pose import INNER, project_points, solve_pnp
+from glvd_train.baselines import MediaPipeMesh
+from glvd_train.landmark_calibration import IMAGE_SIZE, MAX_YAW, observations, reprojection_jacobian
+from glvd_train.report import finish, generated_by, start
+from glvd_train.train import git_commit
 
 FIT_SEED, HELD_OUT_SEED = 52_000_001, 52_900_001
-#: views beyond this yaw are left out of the fit: MediaPipe's outline points there slide along the contour
-MAX_YAW = 60.0
-IMAGE_SIZE = 128
-
-
-def observations(kit: str | None, seed: int, faces: int, mp: MediaPipeMesh, chunk: int = 16,
-                 max_yaw: float = MAX_YAW) -> list[dict]:
-    """Per view MediaPipe found (|yaw| <= max_yaw): its 68 (crop px), the true 68 vertices and camera."""
-    synth = SyntheticFaces(kit_path=kit, config=SynthConfig(image_size=IMAGE_SIZE), seed=seed)
-    obs = []
-    for start_ in range(0, faces, chunk):
-        s = synth.sample(min(chunk, faces - start_), 1)
-        for f in range(s["images"].shape[0]):
-            if abs(float(head_yaw_deg(s["R"][f])[0])) > max_yaw:
-                continue
-            pts = mp(s["images"][f, 0])
-            if pts is None:
-                continue
-            obs.append({"mp": mediapipe_to_68(pts[:, :2]), "verts": s["vertices"][f].double().numpy(),
-                        "cam": tuple(x[f, 0].double().numpy() for x in (s["K"], s["R"], s["t"]))})
-    return obs
-
-
-def reprojection_jacobian(P: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-                          target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ``(n, 3)`` head-frame points: ``J (n, 2, 3)``, the derivative of their pixels with respect to
-    each point, and ``r (n, 2)``, ``target`` pixels minus their projections (a Gauss-Newton step's parts)."""
-    pc = P @ R.T + t
-    z = pc[:, 2]
-    J = np.zeros((len(P), 2, 3))
-    J[:, 0, 0], J[:, 0, 2] = K[0, 0] / z, -K[0, 0] * pc[:, 0] / z ** 2
-    J[:, 1, 1], J[:, 1, 2] = K[1, 1] / z, -K[1, 1] * pc[:, 1] / z ** 2
-    return J @ R, target - project_points(P, K, R, t)
 
 
 def fit_offsets(obs: list[dict], lm_ids: np.ndarray, iterations: int = 5, trim: float = 3.0) -> np.ndarray:
@@ -136,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                     "tools/calibrate_mediapipe_landmarks.py",
             "provenance": {"commit": git_commit(), "fit_seed": FIT_SEED, "fit_views": len(fit_obs),
                            "max_yaw_deg": a.max_yaw, "image_size": IMAGE_SIZE,
-                           "command": generated_by("calibrate_mediapipe_landmarks.py", argv)},
+                           "command": generated_by("tools/calibrate_mediapipe_landmarks.py", argv)},
             "offsets_m": np.round(offsets, 6).tolist()}, indent=1))
     med = lambda v: f"{np.median(v):.2f}"  # noqa: E731
     pc = lambda v: f"{np.median(v) * 100:.1f}%"  # noqa: E731
     mm = np.linalg.norm(offsets, axis=1) * 1000
     regions = {"jaw (0-16)": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
                "mouth": slice(48, 68)}
-    lines = ["# MediaPipe's landmarks on the kit's face", "", generated_by("calibrate_mediapipe_landmarks.py", argv),
+    lines = ["# MediaPipe's landmarks on the kit's face", "",
+             generated_by("tools/calibrate_mediapipe_landmarks.py", argv),
              "", __doc__.split("Usage:")[0].split("\n", 2)[2].strip(), "",
              f"Fitted on {len(fit_obs)} views ({a.faces} renders, seed {FIT_SEED}, |yaw| <= {a.max_yaw:.0f} deg, "
              f"MediaPipe found); reported on {len(test_obs)} held-out views (seed {HELD_OUT_SEED}).", "",

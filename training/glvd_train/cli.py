@@ -1,7 +1,9 @@
-"""``glvd-train`` / ``python -m glvd_train``: train, evaluate.
+"""``glvd-train`` / ``python -m glvd_train``: train, evaluate, finetune-heads, camera-refiner.
 
 The runtime's own command line (``glvd reconstruct|batch|worker|info``) has no training in it;
-these commands take exactly the arguments ``glvd train`` / ``glvd evaluate`` took before the split.
+``train`` and ``evaluate`` take exactly the arguments ``glvd train`` / ``glvd evaluate`` took before the
+split; ``finetune-heads`` and ``camera-refiner`` those of tools/finetune_heads.py and
+tools/train_camera_refiner.py (the shipped recipe's fine-tuning stages, now modules of this package).
 Exit codes: 0 success, 1 internal error, 2 usage or a setting that cannot work, 130 interrupted.
 """
 
@@ -14,7 +16,17 @@ import sys
 
 #: subcommands whose options their module's ``main(argv)`` parses: name -> (module, help)
 DELEGATED = {
+    "cache": ("glvd_train.feature_cache", "build (or grow, resuming) the feature cache: renders with MediaPipe's "
+              "landmarks and the identity descriptor computed once"),
+    "ridge": ("glvd_train.descriptor_ridge", "fit baseline (f), the identity descriptor's ridge map to the kit's "
+              "identity, on the feature cache"),
+    "guided": ("glvd_train.guided_training", "train the fields to read the identity code and the landmarks, on "
+               "the feature cache (whole unrolled descents; the encoder frozen)"),
     "evaluate": ("glvd_train.evaluate", "evaluate checkpoints and baselines; writes docs/RESULTS.md"),
+    "finetune-heads": ("glvd_train.finetune_heads", "fine-tune the keypoint and vertex modules on cached encoder "
+                       "features, the encoder frozen (the shipped model's last stage: --unroll 10)"),
+    "camera-refiner": ("glvd_train.camera_refiner_training", "train a checkpoint's camera refiner on cached "
+                       "features, the rest of the model frozen"),
 }
 
 

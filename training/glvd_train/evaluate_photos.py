@@ -207,7 +207,8 @@ def report(scores: list[PhotoScore], dlib_why: str, overlays: Path | None, rel_t
              "Median NME (mean landmark distance / outer-eye-corner distance of the reference) of the reconstruction's",
              "68 landmarks projected with its estimated camera, and of the template placed by the same camera "
              "(step 0); 'inner 51' leaves out the 17 jaw points (where the reconstruction is furthest from the",
-             "photo: docs/jaw_offsets.md). The camera is PnP of the face's landmarks on MediaPipe's, so the",
+             "photo: research/jaw_offsets/jaw_offsets.md). The camera is PnP of the face's landmarks on "
+             "MediaPipe's, so the",
              "MediaPipe columns favour GLVD and the template alike; dlib is independent. Target: GLVD NME <= 6%.", ""]
     refs = ["mp", "dlib"] if not dlib_why else ["mp"]
     head = "| photos | " + " | ".join(f"GLVD vs {r} | GLVD inner 51 vs {r} | template vs {r}" for r in refs)

@@ -53,7 +53,7 @@ class TrainConfig:
     aux_weight: float = 1.0  # the coefficient probe's loss (shape signal for the encoder)
     reuse: int = 2  # iterations per rendered batch (rendering is the bottleneck on a 2-core CPU)
     # > 0: train on whole descents of this many steps from the template, the encoder included (what
-    # tools/finetune_heads.py --unroll does for the heads alone on cached features); a GPU job
+    # glvd-train finetune-heads --unroll does for the heads alone on cached features); a GPU job
     unroll: int = 0
     rise_weight: float = 30.0  # with unroll: the penalty on a step that raises the batch's error
     # curriculum: nuisance variation (SynthConfig.at_difficulty) held at 0 for `hold` iterations, then
@@ -232,7 +232,7 @@ def field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor
 
     The step starts from a perturbed template (:func:`perturbed_start`) or, with ``own_start_frac``, from
     the model's own state after 1-9 steps; ``damping`` < 1 makes those steps damped,
-    ``x <- x + damping * (step(x) - x)``, for 1-10 steps (``tools/finetune_heads.py --damping``).
+    ``x <- x + damping * (step(x) - x)``, for 1-10 steps (``glvd-train finetune-heads --damping``).
     ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (or cached equivalents).
     """
     B, kp_ids = gt.shape[0], model.keypoint_ids
@@ -266,7 +266,7 @@ def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: tor
     ``rise_weight`` times the rise. A vertex moves by its own position, the keypoints and (several views)
     its normal, so the subset ``idx``'s trajectory is exact when the normals come from a gradient-free
     descent of all vertices. ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (gradients reach
-    the encoder through it) or cached equivalents (``tools/finetune_heads.py``).
+    the encoder through it) or cached equivalents (``glvd-train finetune-heads``).
     Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise``, ``total`` (their sum, the rises weighted)
     and ``vert_steps``: the per-step vertex errors (floats).
     """

@@ -176,7 +176,7 @@ def test_weights_file() -> None:
 
 
 def test_runtime_needs_no_mediapipe(tmp_path: Path) -> None:
-    """The runtime path imports neither mediapipe nor flatbuffers (and finds the astronaut's face)."""
+    """The runtime path (the port, and glvd.detect on it) imports neither mediapipe nor flatbuffers."""
     pytest.importorskip("skimage.data", reason="scikit-image provides the astronaut test photo")
     code = (
         "import sys\n"
@@ -185,6 +185,9 @@ def test_runtime_needs_no_mediapipe(tmp_path: Path) -> None:
         "from glvd.mediapipe_torch.pipeline import FaceMesh\n"
         "f = FaceMesh(device='cpu').process(skimage.data.astronaut())\n"
         "assert len(f) == 1 and f[0].landmarks.shape == (478, 3), f\n"
+        "from glvd import detect\n"
+        "faces = detect.detect_faces(skimage.data.astronaut())\n"
+        "assert detect.backend_name() == 'mediapipe' and faces[0].landmarks_dense.shape == (468, 2), faces\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

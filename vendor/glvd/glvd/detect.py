@@ -3,14 +3,16 @@
 Every detector here ends in the same thing: the square crop box that training
 used, ``glvd.crop.crop_box_from_points(landmarks68, CROP_MARGIN)``.
 
-- **MediaPipe 0.10.21 Face Mesh** (preferred; its wheel carries the BlazeFace
-  detector and the mesh model, nothing is downloaded): 468 landmarks mapped to
+- **MediaPipe 0.10.21 Face Mesh** (preferred), run by its torch port
+  :mod:`glvd.mediapipe_torch` (the BlazeFace detector and the mesh model, converted
+  from the 0.10.21 wheel and shipped in the package; same landmarks as mediapipe's to
+  well under a pixel; the mediapipe package is not needed): 468 landmarks mapped to
   the 68 (:mod:`glvd.landmarks_map`), so the box is computed exactly as in
-  training. When the mesh finds nothing on the whole photo (small faces in big
-  photos, strong yaw), candidate boxes from MediaPipe's full-range detector and
-  OpenCV's Haar cascades are cropped and the mesh is run again on each; then the
-  photo is tried rotated by 90/180/270 degrees (scans without an EXIF tag).
-- **OpenCV Haar cascades** (fallback when MediaPipe is not installed, or a
+  training. Smaller and extra faces: candidate boxes from the detector run on tiles
+  of the photo (and, when the mesh finds nothing, OpenCV's Haar cascades) are cropped
+  and the mesh is run again on each; then the photo is tried rotated by 90/180/270
+  degrees (scans without an EXIF tag).
+- **OpenCV Haar cascades** (fallback when MediaPipe's weights are missing, or a
   candidate the mesh cannot confirm): frontal + profile, the profile one also on
   the mirrored photo. A Haar box is mapped to the 68-landmark box by a scale and
   offset calibrated against MediaPipe on photos (``HAAR_CALIBRATION``); such
@@ -46,6 +48,10 @@ HAAR_CALIBRATION: dict[str, tuple[float, float, float]] = {
 #: coins and the moon, so frontal Haar boxes need the MediaPipe detector to agree.
 UNCONFIRMED_DETECTOR_SCORE = 0.75
 UNCONFIRMED_PROFILE_WEIGHT = 2.5
+
+#: Proposals of the tiled short-range detector need this score: lower, it fires on upside-down
+#: faces (which the rotated-photo pass finds upright) and the mesh "confirms" them.
+TILE_DETECTOR_SCORE = 0.7
 
 #: Haar cascades run on a copy whose longer side is at most this (speed).
 HAAR_MAX_SIDE = 1024
@@ -85,66 +91,60 @@ def box_from_landmarks(lm68: np.ndarray, margin: float = CROP_MARGIN) -> tuple[f
 
 
 def mediapipe_available() -> bool:
+    """MediaPipe's face networks, run by the torch port (:mod:`glvd.mediapipe_torch`; weights ship in the package).
+
+    The mediapipe package itself is not used at run time (only as the reference in the tests).
+    """
     if "mp" not in _cache:
         try:
-            # quiet MediaPipe's C++ logging unless the user asked for it
-            os.environ.setdefault("GLOG_minloglevel", "2")
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            import mediapipe as mp
+            from .mediapipe_torch import WEIGHTS
 
-            _ = mp.solutions.face_mesh.FaceMesh
-            _cache["mp"] = mp
-        except Exception:  # ImportError, or a broken install (missing protobuf, ...)
+            _cache["mp"] = WEIGHTS if WEIGHTS.exists() else None
+        except Exception:  # a broken install (no torch, no opencv)
             _cache["mp"] = None
     return _cache["mp"] is not None
 
 
 def _mp() -> Any:
     if not mediapipe_available():
-        raise RuntimeError("MediaPipe is not installed: pip install mediapipe==0.10.21")
+        raise RuntimeError("MediaPipe's face networks are missing: glvd/weights/mediapipe_face.pt "
+                           "(make it with tools/convert_mediapipe.py)")
     return _cache["mp"]
 
 
-def _face_mesh(max_faces: int) -> Any:
-    key = ("mesh", max_faces)
+def _device() -> str:
+    """The GPU when this process already uses one (the worker's model), else the CPU: no CUDA start-up just for this."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu"
+
+
+def _face_mesh() -> Any:
+    """MediaPipe Face Mesh, static-image path, 468 points (refine_landmarks=False), in torch."""
+    key = ("mesh", _device())
     if key not in _cache:
-        mp = _mp()
-        _cache[key] = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False, min_detection_confidence=0.5
-        )
+        _mp()
+        from .mediapipe_torch.pipeline import FaceMesh
+
+        _cache[key] = FaceMesh(refine_landmarks=False, min_detection_confidence=0.5, device=key[1])
     return _cache[key]
-
-
-def _face_detector() -> Any:
-    if "det" not in _cache:
-        mp = _mp()
-        # model 1 = full range: finds faces down to a few % of the photo
-        _cache["det"] = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-    return _cache["det"]
 
 
 def _mesh_faces(img: np.ndarray, max_faces: int) -> list[np.ndarray]:
     """Face Mesh on a whole RGB image -> list of (468, 2) pixel landmarks."""
-    h, w = img.shape[:2]
     with _lock:
-        res = _face_mesh(max_faces).process(np.ascontiguousarray(img))
-    out = []
-    for f in res.multi_face_landmarks or []:
-        pts = np.array([(p.x * w, p.y * h) for p in f.landmark[:468]], dtype=np.float32)
-        out.append(pts)
-    return out
+        faces = _face_mesh().process(np.ascontiguousarray(img), max_num_faces=max_faces)
+    return [f.pixels[:468] for f in faces]
 
 
 def _detector_boxes(img: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-    """MediaPipe full-range face detector -> (x, y, w, h, score) in pixels."""
-    h, w = img.shape[:2]
+    """Smaller and extra faces -> (x, y, w, h, score) in pixels: MediaPipe's short-range detector
+    (the mesh's own, in torch) on the whole photo and on overlapping tiles
+    (:func:`glvd.mediapipe_torch.pipeline.detector_boxes`)."""
+    from .mediapipe_torch.pipeline import detector_boxes
+
     with _lock:
-        res = _face_detector().process(np.ascontiguousarray(img))
-    out = []
-    for d in res.detections or []:
-        b = d.location_data.relative_bounding_box
-        out.append((b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
-    return out
+        return detector_boxes(_face_mesh().detector, np.ascontiguousarray(img), min_score=TILE_DETECTOR_SCORE)
 
 
 def _mesh_in_region(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
@@ -285,7 +285,7 @@ def _confirm(img: np.ndarray, cands: list[HaarBox], faces: list[Face], det_boxes
 
 def _detect_mediapipe(img: np.ndarray, max_faces: int) -> list[Face]:
     faces = [_face_from_mesh(d) for d in _mesh_faces(img, max_faces)]
-    # the mesh's own detector is short-range: the full-range one finds smaller faces
+    # the mesh's own detector is short-range: run on tiles of the photo it finds smaller faces
     dets: list[HaarBox] = [("mediapipe-detector", b[:4], b[4], False) for b in _detector_boxes(img)]
     det_boxes = [calibrated_box(k, r) for k, r, _, _ in dets]
     _confirm(img, dets, faces, det_boxes)
@@ -320,7 +320,7 @@ def detect_faces(img: np.ndarray, backend: str = "auto", max_faces: int = 8) -> 
         raise ValueError(f"unknown face detector {backend!r}: use auto, mediapipe or haar")
     use_mp = backend != "haar" and mediapipe_available()
     if backend == "mediapipe" and not use_mp:
-        raise RuntimeError("MediaPipe is not installed: pip install mediapipe==0.10.21")
+        raise RuntimeError("MediaPipe's face networks are missing: glvd/weights/mediapipe_face.pt")
     faces = _detect_mediapipe(img, max_faces) if use_mp else _detect_haar(img)
     faces = _dedup(faces)
     faces.sort(key=lambda f: -f.side)
@@ -330,8 +330,9 @@ def detect_faces(img: np.ndarray, backend: str = "auto", max_faces: int = 8) -> 
 def warm_up() -> None:
     """Build the detectors and run them once on a blank image.
 
-    Their first call pays MediaPipe's import, graph and delegate start-up (about a second); a
-    worker does this in the background while torch loads, so a first request does not wait.
+    Their first call pays loading the weights and building the graphs (a tenth of a second with
+    the torch port); a worker does this in the background while torch loads, so a first request
+    does not wait.
     """
     blank = np.zeros((64, 64, 3), np.uint8)
     if mediapipe_available():

@@ -212,17 +212,24 @@ class FaceDetector(torch.nn.Module):
 
     def detect_tensor(self, x: torch.Tensor, min_score: float = MIN_SCORE):
         """One (3, 128, 128) tensor -> [(box xyxy, keypoints, score)] in tensor-normalised coordinates."""
-        reg, logits = self(x[None].to(self.device))
-        boxes = decode_boxes(reg[0], self.anchors)
-        scores = scores_from_logits(logits[0])
-        keep = scores >= min_score
-        b = boxes[keep].float().cpu().numpy()
-        s = scores[keep].float().cpu().numpy()
-        ok = (b[:, 2] - b[:, 0] >= 0) & (b[:, 3] - b[:, 1] >= 0)  # TensorsToDetections drops inverted boxes
-        b, s = b[ok], s[ok]
-        xyxy = b[:, [1, 0, 3, 2]]
-        kps = b[:, 4:].reshape(-1, NUM_KEYPOINTS, 2)
-        return weighted_nms(xyxy, kps, s)
+        return self.detect_batch(x[None], min_score)[0]
+
+    def detect_batch(self, x: torch.Tensor, min_score: float = MIN_SCORE):
+        """(B, 3, 128, 128) tensors -> per tensor [(box xyxy, keypoints, score)], tensor-normalised."""
+        reg, logits = self(x.to(self.device))
+        out = []
+        for r, lg in zip(reg, logits, strict=True):
+            boxes = decode_boxes(r, self.anchors)
+            scores = scores_from_logits(lg)
+            keep = scores >= min_score
+            b = boxes[keep].float().cpu().numpy()
+            s = scores[keep].float().cpu().numpy()
+            ok = (b[:, 2] - b[:, 0] >= 0) & (b[:, 3] - b[:, 1] >= 0)  # TensorsToDetections drops inverted boxes
+            b, s = b[ok], s[ok]
+            xyxy = b[:, [1, 0, 3, 2]]
+            kps = b[:, 4:].reshape(-1, NUM_KEYPOINTS, 2)
+            out.append(weighted_nms(xyxy, kps, s))
+        return out
 
     def detect(self, img: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
         h, w = img.shape[:2]

@@ -156,3 +156,50 @@ class FaceMesh:
                 continue
             faces.append(MeshFace(project_landmarks(p, roi), (w, h), roi, det, float(pr)))
         return faces
+
+
+#: tiles of detector_boxes: sides (times the photo's longer side), overlapping by half
+TILE_SIDES = (0.5, 0.25)
+
+
+def _tile_centres(length: float, side: float) -> list[float]:
+    if length <= side:
+        return [length / 2]
+    n = int(np.ceil((length - side) / (side / 2))) + 1
+    return [float(v) for v in np.linspace(side / 2, length - side / 2, n)]
+
+
+def detector_boxes(detector: FaceDetector, img: np.ndarray, min_score: float = 0.5,
+                   iou: float = 0.5) -> list[tuple[float, float, float, float, float]]:
+    """Face boxes (x, y, w, h, score) in pixels, small faces included: BlazeFace short range on
+    the whole photo and on overlapping square tiles a half and a quarter of its longer side.
+
+    MediaPipe's short-range model wants faces of a fifth of the frame or more; the tiles bring a
+    face of a twentieth of the photo to that size (one batch through the network). Boxes of one
+    face from several tiles are merged (the best-scored kept). Candidates for a close-up
+    landmark pass, as glvd.detect uses them.
+    """
+    from .blazeface import INPUT_SIZE as DET_SIZE
+    from .blazeface import letterbox_rect
+
+    h, w = img.shape[:2]
+    rects = [letterbox_rect(w, h)]
+    for frac in TILE_SIDES:
+        side = frac * max(w, h)
+        if side < 2 * DET_SIZE:  # a small photo: the whole-photo pass sees its faces at full size
+            continue
+        rects += [(x, y, side, side, 0.0) for y in _tile_centres(h, side) for x in _tile_centres(w, side)]
+    tensors = [image_to_tensor(img, r, DET_SIZE, DET_SIZE, (-1.0, 1.0), border_zero=True) for r in rects]
+    batch = torch.from_numpy(np.stack(tensors)).permute(0, 3, 1, 2)
+    found: list[tuple[float, float, float, float, float]] = []
+    for (cx, cy, sw, sh, _), dets in zip(rects, detector.detect_batch(batch, min_score), strict=True):
+        for box, _kps, score in dets:
+            x0, y0 = cx - sw / 2 + box[0] * sw, cy - sh / 2 + box[1] * sh
+            found.append((float(x0), float(y0), float((box[2] - box[0]) * sw), float((box[3] - box[1]) * sh), score))
+    found.sort(key=lambda b: -b[4])
+    kept: list[tuple[float, float, float, float, float]] = []
+    for b in found:
+        r = NormRect(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2], b[3], 0.0)
+        if all(_rect_iou(r, NormRect(k[0] + k[2] / 2, k[1] + k[3] / 2, k[2], k[3], 0.0)) <= iou for k in kept):
+            kept.append(b)
+    return kept

@@ -54,6 +54,11 @@ class ModelConfig:
     offset_input: bool = True
     # a camera refiner (glvd.camera_refine) reads where the keypoints are and corrects each view's camera
     camera_refiner: bool = False
+    # the frozen real-face networks' evidence (issue: the shape follows the person): the identity code
+    # (glvd.identity, the mean of the views' 128-D descriptors; 0 = none) enters both fields, and each of
+    # the 68 landmark keypoints sees, per view, its offset to where the detector marks that landmark
+    identity_dim: int = 0
+    landmark_guidance: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,6 +71,8 @@ class ModelConfig:
         d["encoder_widths"] = tuple(d["encoder_widths"])
         d.setdefault("offset_input", False)  # checkpoints from before the option had no such input
         d.setdefault("camera_refiner", False)
+        d.setdefault("identity_dim", 0)
+        d.setdefault("landmark_guidance", False)
         return cls(**d)
 
 
@@ -97,6 +104,30 @@ def view_weights(points: torch.Tensor, normals: torch.Tensor | None, cams: Camer
     return torch.softmax(logits, dim=1)
 
 
+#: per landmark keypoint and view: the offset to the detected landmark (2, camera frame, dm) and a found flag
+LANDMARK_FEATURES = 3
+
+
+@dataclass
+class Guidance:
+    """What the frozen real-face networks say about one batch of faces.
+
+    identity ``(B, D)``: the mean of the views' identity descriptors (glvd.identity; zeros = unknown);
+    landmarks ``(B, V, 68, 2)``: the detector's 68 landmarks in crop pixels, NaN where it found none.
+    """
+
+    identity: torch.Tensor
+    landmarks: torch.Tensor
+
+    @classmethod
+    def none(cls, batch: int, views: int, device: torch.device, dim: int = 128) -> Guidance:
+        return cls(torch.zeros(batch, dim, device=device), torch.full((batch, views, 68, 2), float("nan"),
+                                                                        device=device))
+
+    def to(self, device: torch.device) -> Guidance:
+        return Guidance(self.identity.to(device), self.landmarks.to(device))
+
+
 class KeypointModule(nn.Module):
     """Refines K keypoints: per-view prediction in camera frame, rotated to the head, pooled."""
 
@@ -113,11 +144,42 @@ class KeypointModule(nn.Module):
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+        # the guidance inputs add to the first layer's pre-activation; zero-initialised, so a model widened
+        # from one without them computes exactly what it did until training uses them
+        self.identity_dim, self.landmark_guidance = cfg.identity_dim, cfg.landmark_guidance
+        guide_in = cfg.identity_dim + (LANDMARK_FEATURES if cfg.landmark_guidance else 0)
+        self.guide = nn.Linear(guide_in, cfg.kp_hidden, bias=False) if guide_in else None
+        if self.guide is not None:
+            nn.init.zeros_(self.guide.weight)
 
-    def prepare(self, feats: FeatureMaps) -> dict:
+    def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         maps = [p(m) for p, m in zip(self.proj, feats.maps, strict=False)]
         fused = fuse_maps(maps, combine="cat").contiguous(memory_format=torch.channels_last)  # see VertexModule
-        return {"map": fused, "global": self.global_proj(feats.global_)}
+        out = {"map": fused, "global": self.global_proj(feats.global_)}
+        if self.guide is not None:
+            out["guidance"] = guidance if guidance is not None else Guidance.none(
+                feats.batch, feats.views, feats.global_.device, self.identity_dim or 128)
+        return out
+
+    def guidance_features(self, g: Guidance, cams: Cameras, uv: torch.Tensor, depth: torch.Tensor,
+                          Kn: int) -> torch.Tensor:
+        """``(B, V, K, identity_dim + 3)``: the identity code and, for the 68 landmark keypoints, the offset
+        to the detected landmark back-projected to the keypoint's depth (camera frame, dm) and a found flag."""
+        B, V = cams.batch, cams.views
+        parts = []
+        if self.identity_dim:
+            parts.append(g.identity[:, None, None, :].expand(B, V, Kn, -1))
+        if self.landmark_guidance:
+            lm = g.landmarks  # (B,V,68,2) crop pixels, NaN where not found
+            found = torch.isfinite(lm).all(-1, keepdim=True)
+            d_px = torch.where(found, lm - uv[:, :, :68], torch.zeros_like(lm))
+            f = torch.stack([cams.K[..., 0, 0], cams.K[..., 1, 1]], -1)[:, :, None]  # (B,V,1,2)
+            z = depth[:, :, :68, None]
+            metric = d_px / f * z * IN_SCALE
+            lm_feat = torch.cat([metric, found.to(metric.dtype)], -1)
+            pad = lm_feat.new_zeros(B, V, Kn - 68, LANDMARK_FEATURES)
+            parts.append(torch.cat([lm_feat, pad], 2))
+        return torch.cat(parts, -1)
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, kp: torch.Tensor, kp_template: torch.Tensor,
                 kp_normals: torch.Tensor) -> torch.Tensor:
@@ -132,7 +194,12 @@ class KeypointModule(nn.Module):
         g = prep["global"].reshape(B, V, 1, -1).expand(B, V, Kn, -1)
         emb = self.embed[None, None].expand(B, V, Kn, -1)
         h = torch.cat([sampled, emb, g, off, z], -1)
-        d_cam = self.mlp(h) * OUT_SCALE  # (B,V,K,3) in each camera's frame
+        if self.guide is None:
+            out = self.mlp(h)
+        else:
+            pre = self.mlp[0](h) + self.guide(self.guidance_features(prep["guidance"], cams, uv, depth, Kn))
+            out = self.mlp[1:](pre)
+        d_cam = out * OUT_SCALE  # (B,V,K,3) in each camera's frame
         d_head = torch.einsum("bvji,bvkj->bvki", cams.R, d_cam)
         w = view_weights(kp, kp_normals, cams)
         return kp + (d_head[:, 0] if w is None else (w * d_head).sum(1))
@@ -164,12 +231,20 @@ class VertexModule(nn.Module):
         nn.init.zeros_(self.l3.weight)
         nn.init.zeros_(self.l3.bias)
         self.guided = cfg.guidance
+        # the identity code adds to every view's global term (zero-initialised: see KeypointModule.guide)
+        self.identity_proj = nn.Linear(cfg.identity_dim, H, bias=False) if cfg.identity_dim else None
+        if self.identity_proj is not None:
+            nn.init.zeros_(self.identity_proj.weight)
 
-    def prepare(self, feats: FeatureMaps) -> dict:
+    def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         # channels-last: a point's channels lie together (grid_sample ~10% faster, the pooled bag reads rows)
         fused = fuse_maps([p(m) for p, m in zip(self.proj, feats.maps, strict=False)])
-        return {"map": fused.contiguous(memory_format=torch.channels_last),
-                "global": self.global_proj(feats.global_)}
+        glob = self.global_proj(feats.global_)
+        if self.identity_proj is not None:
+            g = guidance if guidance is not None else Guidance.none(feats.batch, feats.views, glob.device,
+                                                                    self.identity_proj.in_features)
+            glob = (glob.reshape(feats.batch, feats.views, -1) + self.identity_proj(g.identity)[:, None]).flatten(0, 1)
+        return {"map": fused.contiguous(memory_format=torch.channels_last), "global": glob}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
                 normals: torch.Tensor, idx: torch.Tensor | None = None,
@@ -346,11 +421,16 @@ class GLVD(nn.Module):
             normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
         return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size, rounds)
 
-    def prepare(self, feats: FeatureMaps) -> dict:
-        """Per-call projections of the feature maps, shared by all steps."""
+    @property
+    def needs_guidance(self) -> bool:
+        """Whether the model reads the identity code or the landmarks (then pass them to :meth:`prepare`)."""
+        return bool(self.cfg.identity_dim or self.cfg.landmark_guidance)
+
+    def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
+        """Per-call projections of the feature maps (and the guidance), shared by all steps."""
         return {
-            "kp": self.keypoints.prepare(feats) if self.keypoints is not None else None,
-            "v": self.vertices.prepare(feats),
+            "kp": self.keypoints.prepare(feats, guidance) if self.keypoints is not None else None,
+            "v": self.vertices.prepare(feats, guidance),
         }
 
     def step(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,

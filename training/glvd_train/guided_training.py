@@ -1,0 +1,211 @@
+"""``glvd-train guided``: teach GLVD's fields to read the frozen real-face networks, on the feature cache.
+
+The model is widened with the identity code and the landmark offsets (``ModelConfig.identity_dim``,
+``landmark_guidance``; zero-initialised, so it starts as exactly the model it comes from) and its
+keypoint and vertex modules are trained on whole unrolled descents from the template
+(:func:`glvd_train.train.unrolled_field_losses`) over the cache's renders: the encoder, the camera
+head and the feature projections stay frozen, and the frozen networks' outputs come from the cache,
+so an iteration costs one encoder pass and the descent. Each batch takes one of a face's views (two in ``--multi-view-frac`` of them);
+the identity code is the mean of those views' descriptors, the landmarks MediaPipe's (mapped to the
+68) where it found the face. The cache's first ``--val-shards`` shards are held out for validation.
+Resumes from ``OUT/state.pt`` (saved at every validation); writes ``OUT/model.pt`` at every validation that beats the last.
+
+    glvd-train guided --cache runs/cache --init-from vendor/glvd/glvd/weights/glvd_face.pt \\
+        --out runs/guided --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glvd.cameras import Cameras
+from glvd.checkpoint import load_checkpoint, save_checkpoint
+from glvd.landmarks_map import mediapipe_to_68
+from glvd.model import GLVD, Guidance, ModelConfig
+
+from .feature_cache import FeatureCache
+from .train import git_commit, jitter_cameras, unrolled_field_losses
+
+NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight")
+
+
+def widen(model: GLVD, identity_dim: int = 128, landmarks: bool = True) -> GLVD:
+    """The same model with the guidance inputs (zero weights: its output is unchanged)."""
+    cfg = ModelConfig.from_dict({**model.cfg.to_dict(), "identity_dim": identity_dim,
+                                 "landmark_guidance": landmarks})
+    wide = GLVD(cfg, model.template)
+    missing, unexpected = wide.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(k not in NEW_LAYERS for k in missing):
+        raise ValueError(f"cannot widen: missing {missing}, unexpected {unexpected}")
+    return wide
+
+
+class CachedFaces:
+    """The cache as tensors, with MediaPipe's 68 per view (NaN where not found)."""
+
+    def __init__(self, path: Path, val_shards: int):
+        c = FeatureCache(path)
+        a = c.arrays
+        per = c.meta["faces_per_shard"]
+        self.n_val = val_shards * per
+        self.images = torch.from_numpy(a["images"])  # (F, V, S, S, 3) uint8
+        self.K, self.R, self.t = (torch.from_numpy(a[k]).float() for k in ("K", "R", "t"))
+        self.vertices = torch.from_numpy(a["vertices"])  # fp16
+        self.descriptor = torch.from_numpy(a["descriptor"].astype(np.float32))
+        mesh = a["mesh2d"]
+        lm = np.full(mesh.shape[:2] + (68, 2), np.nan, np.float32)
+        for f, v in zip(*np.nonzero(a["mesh_found"]), strict=True):
+            lm[f, v] = mediapipe_to_68(mesh[f, v])
+        self.landmarks = torch.from_numpy(lm)
+        self.faces, self.views = self.images.shape[:2]
+        self.shards = c.shards
+
+    def batch(self, faces: torch.Tensor, views: int) -> dict:
+        """``faces (B,)`` with their first ``views`` views: images (B,V,3,S,S) float, cameras, truth, guidance."""
+        sl = slice(0, views)
+        imgs = self.images[faces, sl].permute(0, 1, 4, 2, 3).float() / 255.0
+        return {"images": imgs, "K": self.K[faces, sl], "R": self.R[faces, sl], "t": self.t[faces, sl],
+                "gt": self.vertices[faces].float(),
+                "guidance": Guidance(self.descriptor[faces, sl].mean(1), self.landmarks[faces, sl])}
+
+
+def prepared(model: GLVD, b: dict):
+    """Frozen encoder features (no gradient) and the fields' prepared inputs (gradients reach the new layers)."""
+    with torch.no_grad():
+        feats = model.encode(b["images"])
+        R_p, t_p, _ = model.camera_head(feats, b["K"])
+    return feats, model.prepare(feats, b["guidance"]), (R_p, t_p)
+
+
+@torch.no_grad()
+def validate(model: GLVD, data: CachedFaces, views: int, steps: int = 10) -> float:
+    """Mean aligned final error (mm) over the held-out faces, true cameras."""
+    from .metrics import vertex_error_mm
+
+    model.eval()
+    errs = []
+    for start in range(0, data.n_val, 16):
+        faces = torch.arange(start, min(start + 16, data.n_val))
+        b = data.batch(faces, views)
+        feats, prep, _ = prepared(model, b)
+        xs, _ = model.descend(feats, Cameras(b["K"], b["R"], b["t"]), steps, prep=prep)
+        errs.append(vertex_error_mm(xs[:, -1], b["gt"]))
+    return float(torch.cat(errs).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="glvd-train guided", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    p.add_argument("--init-from", default=None, help="checkpoint to widen (default: the shipped one)")
+    p.add_argument("--out", type=Path, default=Path("runs/guided"))
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--subset", type=int, default=2048)
+    p.add_argument("--unroll", type=int, default=10)
+    p.add_argument("--rise-weight", type=float, default=10.0)
+    p.add_argument("--lr", type=float, default=1e-4, help="the fields' existing weights")
+    p.add_argument("--lr-new", type=float, default=1e-3, help="the new guidance layers")
+    p.add_argument("--true-camera-frac", type=float, default=0.7)
+    p.add_argument("--multi-view-frac", type=float, default=0.15, help="share of batches with two views (else one)")
+    p.add_argument("--val-shards", type=int, default=2)
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--reload-every", type=int, default=500, help="iterations between re-reading the growing cache")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    a.out.mkdir(parents=True, exist_ok=True)
+    state_path = a.out / "state.pt"
+    base, prov = load_checkpoint(a.init_from, torch.device("cpu"))
+    model = widen(base) if not base.needs_guidance else base
+    trainable_names = [n for n, q in model.named_parameters()
+                       if n.startswith(("keypoints.mlp", "keypoints.embed", "keypoints.guide", "vertices.rel",
+                                        "vertices.l2", "vertices.l3", "vertices.vertex_embed",
+                                        "vertices.identity_proj"))]
+    params = dict(model.named_parameters())
+    for q in model.parameters():
+        q.requires_grad_(False)
+    new = [params[n] for n in trainable_names if n in NEW_LAYERS]
+    old = [params[n] for n in trainable_names if n not in NEW_LAYERS]
+    for q in new + old:
+        q.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": old, "lr": a.lr}, {"params": new, "lr": a.lr_new}])
+    gen = torch.Generator().manual_seed(7)
+    it, minutes_done, best = 0, 0.0, None
+    if state_path.is_file():
+        st = torch.load(state_path, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        it, minutes_done, best = st["it"], st["minutes"], st["best"]
+        log(f"resumed at iteration {it} ({minutes_done:.1f} min, best {best})")
+    data = CachedFaces(a.cache, a.val_shards)
+    if data.faces <= data.n_val:
+        log(f"the cache has {data.faces} faces: not more than the {data.n_val} held out")
+        return 2
+    if best is None:
+        best = {v: validate(model, data, v) for v in (1, 3)}
+        log(f"start: held-out {data.n_val} faces, true cameras: 1 view {best[1]:.3f} mm, 3 views {best[3]:.3f}")
+        best["start"] = dict(best)
+    model.train()
+    logf = open(a.out / "log.csv", "a", newline="")
+    writer = csv.writer(logf)
+    t0 = time.monotonic()
+    run = []
+    while minutes_done + (time.monotonic() - t0) / 60 < a.minutes:
+        if it and it % a.reload_every == 0:
+            data = CachedFaces(a.cache, a.val_shards)
+        # a 3-view unrolled descent costs ~7x a 1-view one on this CPU: mostly single views, some pairs
+        views = 1 if float(torch.rand((), generator=gen)) >= a.multi_view_frac else min(2, data.views)
+        faces = torch.randint(data.n_val, data.faces, (a.batch,), generator=gen)
+        b = data.batch(faces, views)
+        feats, prep, (R_p, t_p) = prepared(model, b)
+        cams = Cameras(b["K"], b["R"], b["t"])
+        use_true = bool(torch.rand((), generator=gen) < a.true_camera_frac)
+        cams = jitter_cameras(cams, gen) if use_true else Cameras(b["K"], R_p, t_p)
+        idx = torch.randperm(b["gt"].shape[1], generator=gen)[: a.subset]
+        out = unrolled_field_losses(model, prep, feats, cams, b["gt"], idx, a.unroll, 0.1, a.rise_weight)
+        opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(new + old, 5.0)
+        opt.step()
+        it += 1
+        run.append(float(out["vert"].detach()))
+        if it % a.val_every == 0:
+            v1, v3 = validate(model, data, 1), validate(model, data, 3)
+            model.train()
+            mins = minutes_done + (time.monotonic() - t0) / 60
+            log(f"it {it}: loss {np.mean(run):.4f} cm; held-out 1 view {v1:.3f} mm, 3 views {v3:.3f} "
+                f"(start {best['start'][1]:.3f} / {best['start'][3]:.3f}); {data.faces} cached faces; "
+                f"{mins:.1f} min, {it / max(mins * 60, 1e-9):.2f} it/s overall")
+            writer.writerow([it, round(mins, 2), np.mean(run), v1, v3, data.faces])
+            logf.flush()
+            run = []
+            if v1 < best[1]:
+                best[1], best[3] = v1, v3
+                provenance = {k: val for k, val in prov.items() if k not in ("path", "saved")}
+                provenance["guided"] = {
+                    "from": a.init_from or "shipped", "commit": git_commit(), "iterations": it,
+                    "cache_faces": data.faces, "cache_shards": data.shards, "batch": a.batch, "unroll": a.unroll,
+                    "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new,
+                    "true_camera_frac": a.true_camera_frac, "minutes": round(mins, 1),
+                    "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
+                    "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4)}
+                save_checkpoint(a.out / "model.pt", model.eval(), provenance)
+                model.train()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "it": it,
+                        "minutes": mins, "best": best}, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)
+    log(f"done: {it} iterations, best held-out 1 view {best[1]:.3f} mm (start {best['start'][1]:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

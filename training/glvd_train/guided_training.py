@@ -5,10 +5,11 @@ The model is widened with the identity code and the landmark offsets (``ModelCon
 keypoint and vertex modules are trained on whole unrolled descents from the template
 (:func:`glvd_train.train.unrolled_field_losses`) over the cache's renders: the encoder, the camera
 head and the feature projections stay frozen, and the frozen networks' outputs come from the cache,
-so an iteration costs one encoder pass and the descent. Each batch takes one of a face's views (two in ``--multi-view-frac`` of them);
-the identity code is the mean of those views' descriptors, the landmarks MediaPipe's (mapped to the
-68) where it found the face. The cache's first ``--val-shards`` shards are held out for validation.
-Resumes from ``OUT/state.pt`` (saved at every validation); writes ``OUT/model.pt`` at every validation that beats the last.
+so an iteration costs one encoder pass and the descent. Each batch takes one of a face's views (two
+in ``--multi-view-frac`` of them); the identity code is the mean of those views' descriptors, the
+landmarks MediaPipe's (mapped to the 68) where it found the face. The cache's first ``--val-shards``
+shards are held out for validation. Resumes from ``OUT/state.pt`` (saved at every validation);
+writes ``OUT/model.pt`` at every validation that beats the best so far.
 
     glvd-train guided --cache runs/cache --init-from vendor/glvd/glvd/weights/glvd_face.pt \\
         --out runs/guided --minutes 60

@@ -183,7 +183,7 @@ TIMING_REPEATS = 3
 
 @torch.inference_mode()
 def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, steps: int,
-             landmarks: list[np.ndarray | None] | None = None) -> dict:
+             landmarks: list[np.ndarray | None] | None = None, guidance=None) -> dict:
     """One face: ``images (V, 3, S, S)``, cameras ``(V, ...)``.
 
     Returns ``est``/``true`` descents ``(T+1, N, 3)``, the estimated ``R_est (V, 3, 3)`` (the final
@@ -193,6 +193,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     :class:`glvd.Reconstructor`: ``lmk`` (descent from PnP cameras on the template's landmarks),
     ``R_lmk`` (PnP once more on the result, as the runtime returns them), ``lmk_views`` (views placed
     by landmarks) and ``wide_views`` (of those, the ones that kept the camera head's rotation).
+    ``guidance``: the identity code and landmarks (:class:`glvd.model.Guidance`) for a model that reads them.
     """
     from glvd.pose import FROM_BLENDED, FROM_HEAD, FROM_HEAD_AND_LANDMARKS, descend_with_landmark_cameras
 
@@ -201,7 +202,7 @@ def run_glvd(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     for _ in range(TIMING_REPEATS):  # deterministic: the same result each time; the median time is kept
         t0 = time.perf_counter()
         feats = model.encode(images[None])
-        prep = model.prepare(feats)
+        prep = model.prepare(feats, guidance)
         est = model.estimate_cameras(feats, K[None], prep)
         t_cams.append(time.perf_counter() - t0)
         # what the runtime does without a detector's landmarks (with a refiner: once more on the result)
@@ -332,11 +333,10 @@ def main(argv: list[str]) -> int:
             mp_note = f"MediaPipe canonical mesh not found at {canon_path}: (e) skipped"
 
     ridge, ridge_note = _load_ridge(a)
-    identity = None
-    if ridge is not None:
-        from glvd.identity import IdentityEncoder
+    from glvd.identity import IdentityEncoder
+    from glvd.model import Guidance
 
-        identity = IdentityEncoder()
+    identity = IdentityEncoder()
     noise_gen = torch.Generator().manual_seed(1234 + a.seed)
     rec: list[dict] = []
     curves: dict[tuple[str, int, str], list[list[float]]] = defaultdict(list)
@@ -370,8 +370,10 @@ def main(argv: list[str]) -> int:
                     detected.append(None)
                     lm_source["GT + 2 px noise"] += 1
             lm_real = torch.stack(lms)
+            # the identity descriptors of (f) and of a model that reads them: MediaPipe on the large render
+            # (the truth where it finds nothing)
             desc = None
-            if ridge is not None:  # (f): MediaPipe on the large render (the truth where it finds nothing)
+            if ridge is not None or model.needs_guidance:
                 full = d["images_full"][i]
                 pts_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
                 pts_full = [p_[:, :2] if p_ is not None else d["landmarks2d"][i, v].numpy() * RENDER_SCALE
@@ -382,6 +384,12 @@ def main(argv: list[str]) -> int:
                 sl = slice(0, V)
                 imgs, K, R, t = d["images"][i, sl], d["K"][i, sl], d["R"][i, sl], d["t"][i, sl]
                 base = {"set": sname, "views": V, "face": i}
+                guidance = None
+                if model.needs_guidance:
+                    nan = np.full((68, 2), np.nan, np.float32)
+                    lm = np.stack([x if x is not None else nan for x in detected[:V]]).astype(np.float32)
+                    guidance = Guidance(torch.from_numpy(desc[:V]).float().mean(0, keepdim=True),
+                                        torch.from_numpy(lm)[None])
 
                 def add(method: str, pred: torch.Tensor, secs: float | None, base=base, gt=gt, key=key) -> dict:
                     r = {**base, "method": method, "time": secs, **scorer.score(pred, gt, key)}
@@ -395,7 +403,8 @@ def main(argv: list[str]) -> int:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)
                         out = run_glvd(mdl, imgs, K, R, t, steps,
-                                       detected[:V] if mp is not None and label == "glvd" else None)
+                                       detected[:V] if mp is not None and label == "glvd" else None,
+                                       guidance if label == "glvd" else None)
                     add(m_est, out["est"][-1], out["time"])
                     if "lmk" in out:
                         add(M_GLVD_LMK, out["lmk"][-1], out["time_lmk"])
@@ -425,7 +434,7 @@ def main(argv: list[str]) -> int:
                                                    sigma_px=3.0 if lm_sub else 2.0)
                     add(M_ABS, ab["vertices"], t_fit + time.perf_counter() - t0)
                     rot_err[(sname, V, M_ABS)].append(float(rotation_angle_deg(ab["R"], R).mean()))
-                if desc is not None:
+                if ridge is not None:
                     t0 = time.perf_counter()
                     alpha = torch.from_numpy(ridge.coefficients(desc[:V])).float()
                     add(M_RIDGE, fm.vertices(alpha, torch.zeros(fm.num_expression)), time.perf_counter() - t0)

@@ -43,9 +43,15 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     s = gen.sample(people, photos)
     lm_ids = model.template.landmarks68
     means, within, placed = [], [], 0
+    identity = None
+    if model.needs_guidance:
+        from glvd.identity import IdentityEncoder
+
+        identity = IdentityEncoder()
     for p in range(people):
         feats = model.encode(s["images"][p, :, None])  # every photo on its own: (M, 1, 3, S, S)
-        cams = model.estimate_cameras(feats, s["K"][p, :, None])
+        prep = model.prepare(feats, _guidance(identity, s["images"][p], detect) if identity is not None else None)
+        cams = model.estimate_cameras(feats, s["K"][p, :, None], prep)
         if detect is not None:
             # (M, 1) cameras seen as M views of one face: PnP places each on its own either way
             as_views = Cameras(cams.K.transpose(0, 1), cams.R.transpose(0, 1), cams.t.transpose(0, 1))
@@ -53,7 +59,7 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
                                              model.template.vertices[lm_ids], prior=as_views)
             cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
             placed += sum(x != FROM_HEAD for x in src)
-        xs, _ = model.descend(feats, cams, steps)
+        xs, _ = model.descend(feats, cams, steps, prep=prep)
         m, w = _spread(xs[:, -1])
         means.append(m)
         within.append(w)
@@ -61,3 +67,20 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     _, between_gt = _spread(s["vertices"])
     return {"within_mm": sum(within) / people, "between_mm": between, "between_gt_mm": between_gt,
             "people": people, "photos": photos, "placed_by_landmarks": placed if detect is not None else None}
+
+
+def _guidance(identity, images: torch.Tensor, detect):
+    """Per photo (as M one-view faces): the descriptor of the chip on the detected 68 (the crop itself; the
+    truth is unknown here, so a photo without landmarks gets the zero code) and those landmarks."""
+    from glvd.model import Guidance
+
+    M = images.shape[0]
+    rgb = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).byte().numpy()
+    lms = [detect(im) if detect is not None else None for im in images]
+    ident = torch.zeros(M, 128)
+    lm = torch.full((M, 1, 68, 2), float("nan"))
+    for m, pts in enumerate(lms):
+        if pts is not None:
+            ident[m] = torch.from_numpy(identity.describe([rgb[m]], [np.asarray(pts, np.float32)])[0])
+            lm[m, 0] = torch.from_numpy(np.asarray(pts, np.float32))
+    return Guidance(ident, lm)

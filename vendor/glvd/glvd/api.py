@@ -100,8 +100,30 @@ class Reconstructor:
         self.image_size = self.model.cfg.image_size
         # on CUDA, each (views, steps) shape is captured once as CUDA graphs (glvd.cuda_graph) and replayed:
         # 4-8x less time on an H100 at batch 1 (docs/gpu_check/); None marks a shape whose capture failed
-        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        # a model that reads the identity code and the landmarks runs eagerly: the captured graphs take images only
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda" and not self.model.needs_guidance
         self._pipelines: dict[tuple[int, int], object] = {}
+        self._identity = None  # glvd.identity.IdentityEncoder, loaded on first use
+
+    def guidance(self, views: list, images: list[np.ndarray]):
+        """What the frozen networks say about these views (:class:`glvd.model.Guidance`, batch 1): the mean
+        identity descriptor of the views where the detector found the mesh, and the 68 landmarks in crop
+        pixels (NaN where none were found)."""
+        from .identity import IdentityEncoder
+        from .model import Guidance
+
+        if self._identity is None:
+            self._identity = IdentityEncoder(self.device)
+        found = [(img, v.landmarks_dense) for img, v in zip(images, views, strict=True)
+                 if v.landmarks_dense is not None]
+        if found:
+            desc = torch.from_numpy(self._identity.describe([f[0] for f in found], [f[1] for f in found]))
+            identity = desc.mean(0, keepdim=True)
+        else:
+            identity = torch.zeros(1, self.model.cfg.identity_dim or 128)
+        nan = np.full((68, 2), np.nan, np.float32)
+        lm = np.stack([v.landmarks68_crop if v.landmarks68 is not None else nan for v in views])
+        return Guidance(identity.float(), torch.from_numpy(lm)[None]).to(self.device)
 
     def _pipeline(self, views: int, steps: int):
         """The CUDA-graph pipeline for this shape, captured on first use; None on the CPU, when disabled, or
@@ -169,7 +191,7 @@ class Reconstructor:
             raise GLVDError(f"{len(cameras)} cameras were given for {len(images)} photos")
         progress = on_progress or (lambda stage, msg: None)
         t0 = time.perf_counter()
-        views, focal_sources = [], []
+        views, focal_sources, pixels = [], [], []
         for i, src in enumerate(images):
             name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {i + 1}"
             progress("load", f"loading {os.path.basename(name)}")
@@ -185,6 +207,7 @@ class Reconstructor:
                 f, source = float(np.asarray(cameras[i]["K"])[0, 0]), "camera"
             progress("detect", f"finding the face in {os.path.basename(name)}")
             views.append(prepare_view(img, size=self.image_size, focal_px=f, name=name))
+            pixels.append(img)
             focal_sources.append(source if f is not None else views[-1].focal_source)
             if cancel is not None and cancel.is_set():
                 from .errors import Cancelled
@@ -193,13 +216,19 @@ class Reconstructor:
         dev = self.device
         crops = torch.stack([v.crop for v in views])[None].to(dev)  # (1, V, 3, S, S)
         K_crop = torch.stack([v.K_crop for v in views])[None].to(dev)
+        guidance = None
+        if self.model.needs_guidance:
+            progress("identity", "reading the identity")
+            guidance = self.guidance(views, pixels)
+        t_id = time.perf_counter()
         progress("encode", "encoding photos")
         pipeline = self._pipeline(len(views), steps)
         if pipeline is not None:
             feats, prep, estimate = pipeline.front(crops, K_crop)
         else:
             feats = self.model.encode(crops)
-            prep = self.model.prepare(feats)  # the fields' and the camera refiner's projections of the maps
+            # the fields' and the camera refiner's projections of the maps (and the identity and landmarks)
+            prep = self.model.prepare(feats, guidance)
             estimate = None
         if cameras is not None:
             K_img = torch.stack([torch.as_tensor(np.asarray(c["K"]), dtype=torch.float32) for c in cameras])
@@ -247,7 +276,8 @@ class Reconstructor:
             quad_uvs=tpl.quad_uvs,
             landmark_ids=tpl.landmarks68,
             expression_names=list(tpl.expression_names),
-            timings={"preprocess_s": t_pre - t0, "encode_s": t_enc - t_pre, "descent_s": t_desc - t_enc,
+            timings={"preprocess_s": t_pre - t0, "identity_s": t_id - t_pre, "encode_s": t_enc - t_id,
+                     "descent_s": t_desc - t_enc,
                      "total_s": t_desc - t0},
             checkpoint=self.checkpoint_path,
             trained=self.trained,

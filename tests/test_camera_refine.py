@@ -1,8 +1,6 @@
 """The camera refiner: its pose solver, its identity start, its place in the model and its training."""
 
 import math
-import sys
-from pathlib import Path
 
 import torch
 from runtime_fixtures import SMALL, frontal_cameras, small_model, tiny_kit
@@ -105,9 +103,8 @@ def test_refiner_training_on_cached_features_lowers_the_camera_error(tmp_path):
 
     from glvd.model import GLVD
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from finetune_heads import build_cache
-    from train_camera_refiner import encode_chunk, refiner_loss
+    from glvd_train.camera_refiner_training import encode_chunk, refiner_loss
+    from glvd_train.finetune_heads import build_cache
 
     kit = tiny_kit(tmp_path)
     plain = small_model(kit)

@@ -333,6 +333,9 @@ def main(argv: list[str]) -> int:
             mp_note = f"MediaPipe canonical mesh not found at {canon_path}: (e) skipped"
 
     ridge, ridge_note = _load_ridge(a)
+    if ridge is not None and ridge.W.shape[1] != fm.num_identity:  # a map of another kit (e.g. the tiny test kit)
+        ridge, ridge_note = None, (f"(f) skipped: its map predicts {ridge.W.shape[1]} identity coefficients, the "
+                                   f"kit has {fm.num_identity}")
     from glvd.identity import IdentityEncoder
     from glvd.model import Guidance
 

@@ -1,0 +1,110 @@
+"""GLVD guided by the identity code and the landmarks: widening, the runtime's inputs, the training stage."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from glvd.cameras import Cameras, default_intrinsics
+from glvd.model import GLVD, Guidance, ModelConfig
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from glvd.topology import load_kit, template_from_kit
+    from glvd_train.tinykit import make_tiny_kit
+
+    kit = make_tiny_kit(tmp_path_factory.mktemp("kit") / "tiny_kit.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        template = template_from_kit(load_kit(kit))
+    return str(kit), template
+
+
+def _inputs(views: int, S: int = 128):
+    torch.manual_seed(0)
+    imgs = torch.rand(2, views, 3, S, S)
+    K = default_intrinsics(S, S, focal_ratio=2.0).expand(2, views, 3, 3)
+    R = torch.diag(torch.tensor([1.0, -1.0, -1.0])).expand(2, views, 3, 3)
+    t = torch.tensor([0.0, 0.0, 0.6]).expand(2, views, 3)
+    return imgs, Cameras(K, R, t)
+
+
+def _guidance(views: int) -> Guidance:
+    g = torch.Generator().manual_seed(1)
+    lm = torch.rand(2, views, 68, 2, generator=g) * 128
+    lm[1, 0, :10] = float("nan")  # landmarks a detector did not find
+    return Guidance(torch.randn(2, 128, generator=g), lm)
+
+
+@pytest.mark.parametrize("views", [1, 2])
+def test_widened_model_computes_what_it_did_until_trained(tiny, views):
+    from glvd_train.guided_training import widen
+
+    _, template = tiny
+    torch.manual_seed(0)
+    base = GLVD(ModelConfig(), template).eval()
+    with torch.no_grad():
+        for p in base.parameters():  # random output layers, so every step moves the mesh
+            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
+                torch.nn.init.normal_(p, std=0.02)
+    wide = widen(base).eval()
+    assert wide.needs_guidance and not base.needs_guidance
+    imgs, cams = _inputs(views)
+    with torch.no_grad():
+        a, _ = base.descend(base.encode(imgs), cams, 3)
+        f = wide.encode(imgs)
+        b, _ = wide.descend(f, cams, 3, prep=wide.prepare(f, _guidance(views)))
+        assert torch.equal(a, b)
+        # once the new layers carry weight, the identity code and the landmarks move the result
+        torch.nn.init.normal_(wide.keypoints.guide.weight, std=0.05)
+        torch.nn.init.normal_(wide.vertices.identity_proj.weight, std=0.05)
+        c, _ = wide.descend(f, cams, 3, prep=wide.prepare(f, _guidance(views)))
+        d, _ = wide.descend(f, cams, 3)  # no guidance given: the zero code, no landmarks
+    assert torch.isfinite(c).all() and not torch.allclose(b, c) and not torch.allclose(c, d)
+
+
+def test_guided_training_stage_trains_the_new_layers_and_resumes(tiny, tmp_path):
+    from glvd.checkpoint import save_checkpoint
+    from glvd_train import guided_training
+    from glvd_train.feature_cache import build
+
+    kit, template = tiny
+    cache = tmp_path / "cache"
+    build(cache, faces=8, faces_per_shard=2, views=2, seed=0, kit=kit, render_size=128, image_size=64,
+          log=lambda m: None)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "start.pt", GLVD(ModelConfig(image_size=64), template).eval(),
+                           {"trained": False, "note": "UNTRAINED: for tests only"})
+    out = tmp_path / "run"
+    args = ["--cache", str(cache), "--init-from", str(ckpt), "--out", str(out), "--batch", "2", "--subset", "64",
+            "--unroll", "2", "--val-shards", "1", "--val-every", "3", "--minutes", "0.05", "--lr-new", "0.01"]
+    assert guided_training.main(args) == 0
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["it"] >= 3
+    st = state["model"]
+    assert float(st["keypoints.guide.weight"].abs().sum()) > 0  # the gradient reached the new inputs
+    assert float(st["vertices.identity_proj.weight"].abs().sum()) > 0
+    # resumes where it stopped
+    assert guided_training.main([*args[:-4], "--minutes", "0.1", "--lr-new", "0.01"]) == 0
+    assert torch.load(out / "state.pt", weights_only=False)["it"] > state["it"]
+
+
+def test_reconstructor_reads_the_photo_for_a_guided_model(tmp_path, checkpoint, face_photo):
+    import glvd
+    from glvd.checkpoint import load_checkpoint, save_checkpoint
+    from glvd_train.guided_training import widen
+
+    base, prov = load_checkpoint(checkpoint, "cpu")
+    wide = widen(base)
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.vertices.identity_proj.weight, std=0.05)
+    path = save_checkpoint(tmp_path / "wide.pt", wide.eval(), {"trained": False, "note": "test"})
+    rec = glvd.Reconstructor(path, device="cpu")
+    res = rec.reconstruct([str(face_photo)], steps=2)
+    assert "identity_s" in res.timings and np.isfinite(res.vertices).all()
+    plain = glvd.Reconstructor(checkpoint, device="cpu").reconstruct([str(face_photo)], steps=2)
+    assert not np.allclose(res.vertices[-1], plain.vertices[-1])  # the identity code moved it

@@ -225,14 +225,17 @@ class Job:
         return [Update("cancelled", self.fraction, "cancelled")]
 
 
-def focal_note(focal_sources: list[str]) -> str:
-    """A note for the artist when photos had no focal length and the runtime assumed one ("" otherwise)."""
-    assumed = [s for s in focal_sources if s.startswith("assumed")]
+def focal_note(focal_codes: list[str], assumed_distance_m: float = 1.2) -> str:
+    """A note for the artist when photos had no focal length and the runtime assumed one ("" otherwise).
+
+    ``focal_codes``: the result's per-photo codes (``given``, ``exif``, ``lens``, ``camera``, ``assumed``);
+    ``assumed_distance_m``: the face distance the runtime assumed for the ``assumed`` ones.
+    """
+    assumed = [c for c in focal_codes if c == "assumed"]
     if not assumed:
         return ""
-    what = assumed[0].removeprefix("assumed: ")
-    n = f"{len(assumed)} of {len(focal_sources)} photos" if len(focal_sources) > 1 else "the photo"
-    return f"no focal length in {n}: {what} assumed (set Lens if you know it)"
+    n = f"{len(assumed)} of {len(focal_codes)} photos" if len(focal_codes) > 1 else "the photo"
+    return f"no focal length in {n}: face {assumed_distance_m:g} m away assumed (set Lens if you know it)"
 
 
 def _tail(worker: engine.Worker) -> str:

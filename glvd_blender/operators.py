@@ -206,6 +206,9 @@ class ResultWriter:
         obj["glvd_camera_sources"] = [str(c) for c in res.get("camera_sources") or []]
         # where each photo's focal length came from: "EXIF", "camera" (scene camera) or the assumed distance
         obj["glvd_focal_sources"] = [str(c) for c in res.get("focal_sources") or []]
+        # the same as codes a script can test (given, exif, lens, camera, assumed), and the assumed distance
+        obj["glvd_focal_codes"] = [str(c) for c in res.get("focal_codes") or []]
+        obj["glvd_assumed_distance_m"] = float(res.get("assumed_distance_m") or 0.0)
 
     def abort(self) -> None:
         """Leave the scene as it was: remove what we created, restore what we updated."""
@@ -217,6 +220,10 @@ class ResultWriter:
         except ReferenceError:
             pass
         self.created_name = None
+
+
+def _focal_note(obj: bpy.types.Object) -> str:
+    return focal_note(list(obj.get("glvd_focal_codes") or []), float(obj.get("glvd_assumed_distance_m") or 0.0))
 
 
 class GLVD_OT_reconstruct_face(bpy.types.Operator):
@@ -344,7 +351,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             self._cleanup()
         for w in writer.warnings:
             self.report({"WARNING"}, f"GLVD: {w}")
-        note = focal_note(list(obj.get("glvd_focal_sources") or []))
+        note = _focal_note(obj)
         self.report({"INFO"}, f"GLVD: '{obj.name}' from {len(self._photos.photos)} photo(s), "
                               f"{self._opts.steps} steps in {time.monotonic() - self._t0:.1f} s"
                               + (f"; {note}" if note else ""))
@@ -421,7 +428,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
                 else:
                     st.status = st.last_message = f"done: '{obj.name}' in {time.monotonic() - self._t0:.1f} s"
                     self.report({"INFO"}, f"GLVD: {st.status}")
-                    if note := focal_note(list(obj.get("glvd_focal_sources") or [])):
+                    if note := _focal_note(obj):
                         self.report({"INFO"}, f"GLVD: {note}")
                         st.last_message = f"{st.status}; {note}"
                     for w in writer.warnings:

@@ -180,6 +180,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     assert len(props["glvd_camera_sources"]) == 1
     assert props["glvd_camera_sources"][0] in (FROM_LANDMARKS, FROM_BLENDED, FROM_HEAD)
     assert list(props["glvd_focal_sources"]) == ["assumed: face 1.2 m away"]  # astronaut.png has no EXIF
+    assert list(props["glvd_focal_codes"]) == ["assumed"] and props["glvd_assumed_distance_m"] == 1.2
 
     # every step key is the CLI's step for the same input (in Blender's frame); the last is its result
     for i, cli_v in enumerate(cli_steps, start=1):

@@ -185,10 +185,10 @@ def test_request_message_carries_the_lens() -> None:
 
 
 def test_focal_note_tells_the_artist_when_a_focal_length_was_assumed() -> None:
-    assert jobmod.focal_note(["EXIF", "camera", "lens 26 mm"]) == ""
-    assert jobmod.focal_note(["assumed: face 1.2 m away"]) == (
+    assert jobmod.focal_note(["exif", "camera", "lens", "given"]) == ""
+    assert jobmod.focal_note(["assumed"], 1.2) == (
         "no focal length in the photo: face 1.2 m away assumed (set Lens if you know it)")
-    assert jobmod.focal_note(["EXIF", "assumed: face 1.2 m away"]).startswith("no focal length in 1 of 2 photos")
+    assert jobmod.focal_note(["exif", "assumed"], 1.5).startswith("no focal length in 1 of 2 photos: face 1.5 m")
 
 
 def _job(worker: object, steps: int = 3, **timeouts: float) -> object:

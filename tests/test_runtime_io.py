@@ -229,7 +229,7 @@ def test_worker_protocol(ckpt, photo, blank):
                 "lens_35mm": 85})
         res, seen = w.until("result", "error")
         assert res["event"] == "result", res
-        assert res["focal_sources"] == ["lens 85 mm"]
+        assert res["focal_sources"] == ["lens 85 mm"] and res["focal_codes"] == ["lens"]
         kinds = [e["event"] for e in seen]
         assert kinds.index("topology") < kinds.index("step")  # the mesh can be built before the first step
         topo = next(e for e in seen if e["event"] == "topology")

@@ -9,6 +9,12 @@ class GLVDError(RuntimeError):
     code = "internal"
 
 
+class BadRequest(GLVDError):
+    """A request's field is missing, of the wrong type or out of range; the message names the field."""
+
+    code = "bad_request"
+
+
 class ImageError(GLVDError):
     """An image is missing, unreadable, or not an image."""
 

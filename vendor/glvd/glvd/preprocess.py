@@ -276,6 +276,21 @@ def exif_focal_px(path: str | os.PathLike, size: tuple[int, int] | None = None) 
 #: where a view's focal length came from (``PreparedView.focal_source``, ``Result.focal_sources``)
 FOCAL_GIVEN, FOCAL_EXIF = "given", "EXIF"
 FOCAL_ASSUMED = f"assumed: face {DEFAULT_DISTANCE_M:g} m away"
+#: the same, as a code a program can act on (the worker's ``focal_codes``): the labels are for people
+FOCAL_CODES = ("given", "exif", "lens", "camera", "assumed")
+
+
+def focal_code(source: str) -> str:
+    """The code of a focal-source label (``FOCAL_*``, ``"lens N mm"``, ``"camera"``): one of ``FOCAL_CODES``."""
+    if source == FOCAL_EXIF:
+        return "exif"
+    if source.startswith("assumed"):
+        return "assumed"
+    if source.startswith("lens "):
+        return "lens"
+    if source == "camera":
+        return "camera"
+    return "given"
 
 
 @dataclass

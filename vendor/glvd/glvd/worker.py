@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -20,7 +22,13 @@ from typing import IO, Any
 import numpy as np
 
 from . import __version__
-from .errors import Cancelled, GLVDError
+from .errors import BadRequest, Cancelled, GLVDError
+
+MAX_PHOTOS = 8
+MAX_STEPS = 30
+TEXTURE_SIZES = (512, 1024, 2048, 4096)
+MAX_LENS_35MM = 2000.0
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def encode_array(a: np.ndarray) -> dict:
@@ -31,6 +39,80 @@ def encode_array(a: np.ndarray) -> dict:
 
 def decode_array(d: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(d["b64"]), dtype=np.dtype(d["dtype"])).reshape(d["shape"])
+
+
+# -- request fields: every argument error is a BadRequest naming its field -----------------------------------
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"'{field}' must be a finite number (got {value!r})")
+    return float(value)
+
+
+def _matrix(value: Any, field: str, shape: tuple[int, ...]) -> list:
+    """A nested list of finite numbers of ``shape`` (``(3, 3)`` or ``(3,)``)."""
+    want = " x ".join(str(n) for n in shape)
+    if not isinstance(value, list) or len(value) != shape[0]:
+        raise BadRequest(f"'{field}' must be a list of {want} numbers (got {str(value)[:80]})")
+    if len(shape) == 1:
+        return [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    return [_matrix(row, f"{field}[{i}]", shape[1:]) for i, row in enumerate(value)]
+
+
+def _optional_str(req: dict, field: str) -> str | None:
+    value = req.get(field)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"'{field}' must be a string or null (got {value!r})")
+    return value or None
+
+
+def parse_device(req: dict) -> str | None:
+    device = _optional_str(req, "device")
+    if device is not None and not _DEVICE.fullmatch(device):
+        raise BadRequest(f"'device' must be auto, cpu or cuda (got {device!r})")
+    return device
+
+
+def parse_reconstruct(req: dict) -> dict[str, Any]:
+    """The fields of a ``reconstruct`` request, checked and normalised (docs/worker_protocol.md).
+
+    Raises :class:`BadRequest` with a message naming the field; the model is not touched.
+    """
+    images = req.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
+        raise BadRequest("'images' must be a non-empty list of file paths")
+    if len(images) > MAX_PHOTOS:
+        raise BadRequest(f"'images': give 1 to {MAX_PHOTOS} photos of one face (got {len(images)})")
+    steps = req.get("steps", 10)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise BadRequest(f"'steps' must be a whole number from 1 to {MAX_STEPS} (got {steps!r})")
+    cameras = req.get("cameras")
+    if cameras is not None:
+        if not isinstance(cameras, list) or len(cameras) != len(images):
+            raise BadRequest(f"'cameras' must be null or a list of one camera per image ({len(images)}), "
+                             f"got {str(cameras)[:80]}")
+        checked = []
+        for i, cam in enumerate(cameras):
+            if not isinstance(cam, dict):
+                raise BadRequest(f"'cameras[{i}]' must be an object with K, R and t (got {str(cam)[:80]})")
+            checked.append({"K": _matrix(cam.get("K"), f"cameras[{i}].K", (3, 3)),
+                            "R": _matrix(cam.get("R"), f"cameras[{i}].R", (3, 3)),
+                            "t": _matrix(cam.get("t"), f"cameras[{i}].t", (3,))})
+        cameras = checked
+    texture = req.get("texture")
+    if texture is not None and (isinstance(texture, bool) or texture not in TEXTURE_SIZES):
+        raise BadRequest(f"'texture' must be null or one of {', '.join(map(str, TEXTURE_SIZES))} (got {texture!r})")
+    lens = req.get("lens_35mm")
+    if lens is not None:
+        lens = _number(lens, "lens_35mm")
+        if not 0 < lens <= MAX_LENS_35MM:
+            raise BadRequest(f"'lens_35mm' must be a focal length in mm (35 mm equivalent), above 0 and at most "
+                             f"{MAX_LENS_35MM:g} (got {lens:g})")
+    expressions = req.get("expressions", True)
+    if not isinstance(expressions, bool):
+        raise BadRequest(f"'expressions' must be true or false (got {expressions!r})")
+    return {"images": images, "steps": steps, "cameras": cameras, "texture": texture, "lens_35mm": lens,
+            "expressions": expressions, "texture_path": _optional_str(req, "texture_path"),
+            "device": parse_device(req), "checkpoint": _optional_str(req, "checkpoint")}
 
 
 class _Emitter:
@@ -126,11 +208,9 @@ class Worker:
                 self.emit("error", rid, code="bad_request", message=f"unknown cmd {cmd!r}")
         except Cancelled:
             self.emit("cancelled", rid)
-        except GLVDError as exc:
+        except GLVDError as exc:  # BadRequest included: the request's fields were checked before any work
             self.emit("error", rid, code=exc.code, message=str(exc))
-        except (KeyError, TypeError, ValueError) as exc:
-            self.emit("error", rid, code="bad_request", message=f"bad request: {exc!r}")
-        except Exception as exc:  # keep serving: report and go on
+        except Exception as exc:  # a real bug: keep serving, report and go on
             traceback.print_exc(file=sys.stderr)
             self.emit("error", rid, code="internal", message=f"{type(exc).__name__}: {exc}")
         finally:
@@ -139,23 +219,25 @@ class Worker:
         return True
 
     def _info(self, rid: Any, req: dict) -> None:
+        device, checkpoint = parse_device(req), _optional_str(req, "checkpoint")
         import torch
 
-        rec = self._reconstructor(req.get("device"), req.get("checkpoint"))
+        rec = self._reconstructor(device, checkpoint)
         self.emit("info", rid, torch=torch.__version__, cuda=torch.cuda.is_available(), device=str(rec.device),
                   checkpoint=rec.checkpoint_path, checkpoint_date=rec.provenance.get("saved", ""),
                   trained=rec.trained, provenance={k: v for k, v in rec.provenance.items()
                                                    if isinstance(v, (str, int, float, bool))})
 
-    def _reconstruct(self, rid: Any, req: dict) -> None:
-        images = req["images"]
-        if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
-            raise ValueError("'images' must be a non-empty list of file paths")
-        steps = int(req.get("steps", 10))
+    def _reconstruct(self, rid: Any, raw: dict) -> None:
+        req = parse_reconstruct(raw)
+        from .cameras import DEFAULT_DISTANCE_M  # torch: after "ready", as the model
+        from .preprocess import focal_code
+
+        images, steps = req["images"], req["steps"]
         self.current = rid
         self.cancel.clear()
         self.emit("progress", rid, stage="load", step=0, steps=steps, message="loading the model")
-        rec = self._reconstructor(req.get("device"), req.get("checkpoint"))
+        rec = self._reconstructor(req["device"], req["checkpoint"])
         tpl = rec.template
         topology = {"template": encode_array(tpl.vertices.astype(np.float32)),
                     "quads": encode_array(tpl.quads.astype(np.int32)), "uvs": encode_array(tpl.uvs),
@@ -173,13 +255,12 @@ class Worker:
             self.emit("step", rid, step=i, steps=steps, vertices=encode_array(verts.astype(np.float32)))
             self.emit("progress", rid, stage="step", step=i, steps=steps, message=f"step {i}/{steps}")
 
-        res = rec.reconstruct(images, cameras=req.get("cameras"), steps=steps, on_step=on_step,
-                              lens_35mm=req.get("lens_35mm"),
-                              cancel=self.cancel, on_progress=on_progress)
-        expr = encode_array(res.expressions()) if req.get("expressions", True) else None
+        res = rec.reconstruct(images, cameras=req["cameras"], steps=steps, on_step=on_step,
+                              lens_35mm=req["lens_35mm"], cancel=self.cancel, on_progress=on_progress)
+        expr = encode_array(res.expressions()) if req["expressions"] else None
         texture_png, texture_error = None, None
-        if req.get("texture"):
-            texture_png, texture_error = self._bake(rid, res, images, req)
+        if req["texture"]:
+            texture_png, texture_error = self._bake(rid, res, images, req["texture"], req["texture_path"])
         cams = [{"K": res.cameras["K"][v].tolist(), "R": res.cameras["R"][v].tolist(),
                  "t": res.cameras["t"][v].tolist()} for v in range(len(images))]
         self.emit("result", rid, vertices=encode_array(res.vertices), **topology,
@@ -187,18 +268,17 @@ class Worker:
                   texture_png=texture_png, texture_error=texture_error,
                   landmarks2d=encode_array(res.landmarks2d.astype(np.float32)), checkpoint=res.checkpoint,
                   trained=res.trained, timings=res.timings, camera_sources=res.camera_sources,
-                  focal_sources=res.focal_sources)
+                  focal_sources=res.focal_sources, focal_codes=[focal_code(s) for s in res.focal_sources],
+                  assumed_distance_m=DEFAULT_DISTANCE_M)
 
-    def _bake(self, rid: Any, res, images: list[str], req: dict) -> tuple[str | None, str | None]:
+    def _bake(self, rid: Any, res, images: list[str], size: int,
+              path: str | None) -> tuple[str | None, str | None]:
         """Bake the photos into a UV texture; a failure here still delivers the mesh."""
         import tempfile
 
         from .texture import bake_texture
 
-        size = int(req["texture"])
-        if size not in (512, 1024, 2048, 4096):
-            raise ValueError(f"texture size must be 512, 1024, 2048 or 4096 (got {size})")
-        path = req.get("texture_path") or os.path.join(tempfile.gettempdir(), f"glvd_{os.getpid()}_{rid}.png")
+        path = path or os.path.join(tempfile.gettempdir(), f"glvd_{os.getpid()}_{rid}.png")
         self.emit("progress", rid, stage="texture", step=res.steps, steps=res.steps, message="baking texture")
         t0 = time.perf_counter()
         try:
@@ -218,8 +298,8 @@ def serve(inp: IO[str] | None = None, out: IO[str] | None = None, device: str = 
     if out is sys.stdout:
         sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
     w = Worker(out, device=device, checkpoint=checkpoint)
+    w.emit("ready", None, version=__version__, pid=os.getpid())  # first: a malformed line's error comes after it
     threading.Thread(target=w.reader, args=(inp,), daemon=True).start()
-    w.emit("ready", None, version=__version__, pid=os.getpid())
     if warm:
         w.warm_up()
     while True:

@@ -19,6 +19,7 @@ import numpy as np
 from . import frames
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".exr", ".tga"}
+MAX_PHOTOS = 8  # the runtime's limit (glvd.worker.MAX_PHOTOS): photos of one face per reconstruction
 
 
 class InputError(Exception):
@@ -103,9 +104,40 @@ def _pixels_to_png(img: bpy.types.Image, out: str) -> str:
     return out
 
 
+def check_count(n: int) -> None:
+    if n > MAX_PHOTOS:
+        raise InputError(f"too many photos: give 1 to {MAX_PHOTOS} photos of one face (got {n})")
+
+
+def selected_paths(filepath: str | None, directory: str | None, names: Sequence[str]) -> list[str] | None:
+    """The photos an operator call names, as Blender's import operators take them; None: it names none.
+
+    ``filepath="/photos/a.jpg"`` for one photo, ``directory="/photos/"`` with ``files=[{"name": "a.jpg"},
+    ...]`` for several (as the file browser fills them in: then ``filepath`` is ignored). ``None`` for an
+    argument the call did not set; an argument set to nothing (``filepath=""``, ``files`` without names,
+    ``directory`` without ``files``) is an empty selection, an error.
+    """
+    names = [n for n in names if n.strip()]
+    if names:
+        if not directory:
+            raise InputError("files= needs directory= (the folder the names are in)")
+        paths = [os.path.join(directory, n) for n in names]
+    elif directory is not None:
+        raise InputError(f"no photos selected: directory={directory!r} needs files=[{{\"name\": ...}}, ...]")
+    elif filepath is not None:
+        if not filepath.strip():
+            raise InputError("no photos selected: filepath is empty")
+        paths = [filepath]
+    else:
+        return None
+    check_count(len(paths))
+    return paths
+
+
 def from_paths(paths: Sequence[str]) -> Inputs:
     if not paths:
-        raise InputError("no photos: add reference photos to the list (or pass images=[...])")
+        raise InputError("no photos: add reference photos to the list (or pass filepath=... or files=[...])")
+    check_count(len(paths))
     return Inputs([Photo(abs_file(p), p) for p in paths])
 
 
@@ -113,6 +145,7 @@ def from_scene_list(items: Sequence[bpy.types.PropertyGroup]) -> Inputs:
     """The panel's photo list (items with ``image`` and/or ``filepath``)."""
     if not items:
         raise InputError("no photos: add reference photos to the list first")
+    check_count(len(items))
     inputs = Inputs()
     try:
         for it in items:

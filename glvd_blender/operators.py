@@ -235,8 +235,16 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
     # would silently re-run the whole model on every tweak.
     bl_options = {"UNDO"}
 
+    # the photos, as Blender's import operators take them: filepath= for one, directory= + files= for several
+    # (default: the panel's list); images= is the older form, items with a filepath, kept for old scripts
+    filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                             description="One photo (default: the panel's list)")
+    directory: StringProperty(name="Folder", subtype="DIR_PATH", options={"SKIP_SAVE"},
+                              description="The folder of the photos named in files")
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, name="Files", options={"SKIP_SAVE"},
+                              description="Photos in directory, by name (default: the panel's list)")
     images: CollectionProperty(type=GLVD_PG_image_input, name="Images", options={"SKIP_SAVE"},
-                               description="Photos as items with a filepath (default: the panel's list)")
+                               description="Photos as items with a filepath (older scripts; prefer filepath/files)")
     steps: IntProperty(name="Steps", default=10, min=1, max=30, options={"SKIP_SAVE"})
     device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFS", options={"SKIP_SAVE"})
     target: EnumProperty(name="Result", items=TARGET_ITEMS, default="NEW", options={"SKIP_SAVE"})
@@ -297,10 +305,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             target = context.active_object
             if not mesh_writer.is_glvd_object(target):
                 raise InputError("select a GLVD Face object to update (or choose 'New Object')")
-        if len(self.images):
-            photos = inputs.from_paths([it.filepath for it in self.images])
-        else:
-            photos = inputs.from_scene_list(list(context.scene.glvd.photos))
+        photos = self._selected_photos(context)
         self._photos = photos
         self._writer = ResultWriter(context, opts, photos, target)
         cams = inputs.cameras_for(photos, context.scene, self._writer.obj_matrix()) if opts.use_cameras else None
@@ -313,6 +318,20 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
         except WorkerError as exc:
             raise InputError(exc.message) from exc
         self._job = Job(worker, req, timeouts_for(prefs))
+
+    def _selected_photos(self, context: bpy.types.Context) -> inputs.Inputs:
+        """filepath= / directory= + files=, else images= (older scripts), else the panel's list."""
+        isset = self.properties.is_property_set
+        paths = inputs.selected_paths(self.filepath if isset("filepath") else None,
+                                      self.directory if isset("directory") else None,
+                                      [f.name for f in self.files])
+        if paths is not None and len(self.images):
+            raise InputError("give the photos either as filepath=/files= or as images=, not both")
+        if paths is None and len(self.images):
+            paths = [it.filepath for it in self.images]
+        if paths is not None:
+            return inputs.from_paths(paths)
+        return inputs.from_scene_list(list(context.scene.glvd.photos))
 
     def _cleanup(self) -> None:
         photos = getattr(self, "_photos", None)

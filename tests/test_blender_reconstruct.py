@@ -234,9 +234,13 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
     crash = _fake_python(tmp_path / "crash.sh", "echo 'Fatal: the runtime blew up' >&2; exit 7")
     hang = _fake_python(tmp_path / "hang.sh",
                         """echo '{"event": "ready", "id": null, "version": "x", "pid": 0}'; sleep 120""")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(face_photo, folder / "a.png")
+    shutil.copy(face_photo, folder / "b.png")
     res = run_blender(f"""
         r = {{}}
-        PHOTO, CKPT = {str(face_photo)!r}, {str(checkpoint)!r}
+        PHOTO, CKPT, DIR = {str(face_photo)!r}, {str(checkpoint)!r}, {str(folder)!r}
         def attempt(label, **kw):
             kw.setdefault("checkpoint", CKPT)
             kw.setdefault("device", "CPU")
@@ -271,6 +275,25 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
         PREFS.python = ""
         PREFS.step_timeout = 120.0
         attempt("recovered", images=img(PHOTO), expressions=False)
+        # Blender-style scripting: filepath= for one photo, directory= + files= for several
+        def photos_of_active():
+            return list(bpy.context.view_layer.objects.active["glvd_photos"])
+        attempt("by_filepath", filepath=PHOTO, expressions=False, texture=False)
+        r["by_filepath_photos"] = photos_of_active()
+        attempt("by_files", directory=DIR, files=[{{"name": "a.png"}}, {{"name": "b.png"}}], expressions=False,
+                texture=False)
+        r["by_files_photos"] = photos_of_active()
+        attempt("fp_missing", filepath="/no/such/dir/face.jpg")
+        attempt("fp_empty", filepath="")
+        attempt("dir_without_files", directory=DIR)
+        attempt("files_without_dir", files=[{{"name": "a.png"}}])
+        attempt("files_missing", directory=DIR, files=[{{"name": "a.png"}}, {{"name": "nope.jpg"}}])
+        attempt("too_many", directory=DIR, files=[{{"name": "a.png"}}] * 9)
+        attempt("both_forms", filepath=PHOTO, images=img(PHOTO))
+        for i in range(9):
+            item = bpy.context.scene.glvd.photos.add()
+            item.name, item.filepath = "a.png", os.path.join(DIR, "a.png")
+        attempt("too_many_in_list")
         result(r)
     """, installed_home, enable=True)
     expect = {
@@ -283,6 +306,14 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
         "update_not_glvd": "select a GLVD Face object",
         "worker_crash": "the runtime blew up",
         "worker_hang": "hung",
+        "fp_missing": "photo not found: /no/such/dir/face.jpg",
+        "fp_empty": "no photos selected: filepath is empty",
+        "dir_without_files": "no photos selected: directory=",
+        "files_without_dir": "files= needs directory=",
+        "files_missing": f"photo not found: {folder / 'nope.jpg'}",
+        "too_many": "too many photos: give 1 to 8 photos of one face (got 9)",
+        "both_forms": "either as filepath=/files= or as images=",
+        "too_many_in_list": "too many photos",
     }
     for label, text in expect.items():
         got = res[label]
@@ -293,6 +324,9 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
     assert "exit code 7" in res["worker_crash"]["msg"]
     assert res["hang_seconds"] < 30
     assert res["recovered"]["ret"] == ["FINISHED"] and not res["recovered"]["unchanged"]
+    assert res["by_filepath"]["ret"] == ["FINISHED"] and res["by_filepath_photos"] == [str(face_photo)]
+    assert res["by_files"]["ret"] == ["FINISHED"]
+    assert res["by_files_photos"] == [str(folder / "a.png"), str(folder / "b.png")]
 
 
 def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: Path, installed_home: Path,

@@ -37,21 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glvd_train.synth import SynthConfig, SyntheticFaces  # noqa: E402
 from glvd_train.synth.augment import augment  # noqa: E402
 from glvd_train.synth.morphable import default_kit_path  # noqa: E402
-
-
-def reference_workload() -> float:
-    """Seconds for a fixed mix of CPU tensor work (about what one rendered view costs)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(1_000_000, generator=g)
-    idx = torch.randint(0, x.numel(), (1_000_000,), generator=g)
-    a = torch.rand(256, 256, generator=g)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        y = x * 1.5 + 0.25
-        y = torch.where(y > 1.0, y - 1.0, y).sqrt()
-        y = y.index_select(0, idx)
-        _ = (a @ a).sum() + y.sum()
-    return time.perf_counter() - t0
+from reference import reference_workload  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[list[float], list[float], list[float]]:

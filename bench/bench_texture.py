@@ -28,24 +28,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vendor" / "glvd"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from glvd.texture import bake, symmetry_map, uv_raster  # noqa: E402
 from glvd.topology import default_kit_path, load_kit, template_from_kit  # noqa: E402
-
-
-def reference_workload() -> float:
-    """Seconds for a fixed mix of CPU tensor work (the same as bench/bench_render.py)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(1_000_000, generator=g)
-    idx = torch.randint(0, x.numel(), (1_000_000,), generator=g)
-    a = torch.rand(256, 256, generator=g)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        y = x * 1.5 + 0.25
-        y = torch.where(y > 1.0, y - 1.0, y).sqrt()
-        y = y.index_select(0, idx)
-        _ = (a @ a).sum() + y.sum()
-    return time.perf_counter() - t0
+from reference import reference_workload  # noqa: E402
 
 
 def camera(yaw_deg: float, size: int = 640, f: float = 1400.0, dist: float = 0.6) -> dict[str, np.ndarray]:

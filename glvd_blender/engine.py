@@ -20,7 +20,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -64,11 +63,6 @@ def worker_env(pythonpath: Iterable[str], base: dict[str, str] | None = None) ->
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
-
-
-def default_python() -> str:
-    """The Python of this process: Blender's bundled one, or the venv's under the bpy module."""
-    return sys.executable
 
 
 def explain_exit(returncode: int | None, stderr_tail: str) -> WorkerError:

@@ -72,6 +72,3 @@ def flat(a: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """Contiguous 1-D copy for ``foreach_set`` (which wants exactly the right dtype)."""
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
-
-def vertex_count_matches(existing: int, new: int) -> bool:
-    return int(existing) == int(new)

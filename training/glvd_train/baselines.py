@@ -23,7 +23,7 @@ from glvd.cameras import axis_angle_to_matrix
 from glvd.landmarks_map import mediapipe_to_68
 from glvd.pose import pnp_cameras
 
-from .metrics import similarity_align
+from .metrics import similarity_align, similarity_transform
 from .surface import Surface
 
 
@@ -282,18 +282,6 @@ def read_obj_vertices(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(rows, np.float64)
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama: ``(scale, R (3, 3), t (3,))`` minimising ``|scale R src + t - dst|`` over ``(P, 3)`` pairs."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / (a ** 2).sum(1).mean())
-    return s, R, md - s * R @ ms
-
-
 @dataclass
 class MediaPipeCorrespondence:
     """Where MediaPipe's 468 canonical vertices lie on the ICT template surface.
@@ -326,7 +314,10 @@ def mediapipe_correspondence(template_vertices: np.ndarray, triangles: np.ndarra
     """
     canon68 = mediapipe_to_68(canonical)
     tl = template_vertices[landmarks68].astype(np.float64)
-    s, R, t = similarity_transform(canon68[17:], tl[17:])
+    scale, rot, mp, mg = similarity_transform(torch.from_numpy(canon68[17:]).double()[None],
+                                              torch.from_numpy(tl[17:]).double()[None])
+    s, R = float(scale), rot[0].numpy()
+    t = (mg[0, 0] - scale[0, 0, 0] * rot[0] @ mp[0, 0]).numpy()
     aligned = (s * (R @ canonical.T)).T + t
     res = (s * (R @ canon68[17:].T)).T + t - tl[17:]
     surf = Surface(template_vertices, triangles)

@@ -10,7 +10,7 @@ from glvd.raster import Fragments, interpolate, project, rasterize, transform
 from .augment import AugmentConfig, augment
 from .backgrounds import Backgrounds
 from .morphable import HeadModel, default_kit_path
-from .sampler import SynthConfig, SyntheticFaces, euler_matrix
+from .sampler import SynthConfig, SyntheticFaces
 from .shading import HeadAppearance, Lights, shade, vertex_normals
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "SyntheticFaces",
     "augment",
     "default_kit_path",
-    "euler_matrix",
     "interpolate",
     "project",
     "rasterize",

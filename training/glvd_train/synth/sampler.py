@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from glvd.cameras import FRONTAL_R, euler_to_matrix
 from glvd.crop import crop_box_from_points, crop_intrinsics
 from glvd.raster import interpolate, project, rasterize, transform
 
@@ -24,9 +25,6 @@ from .augment import AugmentConfig, augment
 from .backgrounds import Backgrounds
 from .morphable import HeadModel, sample_deformation, sample_expression, sample_identity
 from .shading import HeadAppearance, Lights, shade, shade_vertices, vertex_normals
-
-#: Frontal camera rotation: flips y and z of the head frame.
-FRONTAL_R = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 
 
 @dataclass
@@ -106,18 +104,6 @@ class SynthConfig:
             ambient=span(0.4, self.ambient), light_intensity=span(0.9, self.light_intensity),
             exposure=span(1.0, self.exposure), augment_config=aug,
         )
-
-
-def euler_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """``Rz(roll) @ Rx(pitch) @ Ry(yaw)`` in the head frame, radians, ``(...)`` -> ``(..., 3, 3)``."""
-    cy, sy = torch.cos(yaw), torch.sin(yaw)
-    cp, sp = torch.cos(pitch), torch.sin(pitch)
-    cr, sr = torch.cos(roll), torch.sin(roll)
-    o, z = torch.ones_like(yaw), torch.zeros_like(yaw)
-    Ry = torch.stack([cy, z, sy, z, o, z, -sy, z, cy], -1).reshape(*yaw.shape, 3, 3)
-    Rx = torch.stack([o, z, z, z, cp, -sp, z, sp, cp], -1).reshape(*yaw.shape, 3, 3)
-    Rz = torch.stack([cr, -sr, z, sr, cr, z, z, z, o], -1).reshape(*yaw.shape, 3, 3)
-    return Rz @ Rx @ Ry
 
 
 def box3(x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +201,7 @@ class SyntheticFaces:
         yaw = torch.deg2rad(u(-c.yaw_max, c.yaw_max))
         pitch = torch.deg2rad(u(-c.pitch_max, c.pitch_max))
         roll = torch.deg2rad(u(-c.roll_max, c.roll_max))
-        R = FRONTAL_R @ euler_matrix(yaw, pitch, roll)
+        R = FRONTAL_R @ euler_to_matrix(yaw, pitch, roll)
         W = float(c.full_image_size)
         fov = torch.deg2rad(u(*c.fov))
         f = 0.5 * W / torch.tan(0.5 * fov)

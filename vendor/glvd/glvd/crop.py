@@ -57,20 +57,6 @@ def crop_intrinsics(K: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, side: t
     return Kc
 
 
-def uncrop_intrinsics(
-    Kc: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, side: torch.Tensor, size: int
-) -> torch.Tensor:
-    """Inverse of :func:`crop_intrinsics`: crop-pixel intrinsics back to the full image."""
-    s = side / size
-    K = Kc.clone()
-    K[..., 0, 0] = Kc[..., 0, 0] * s
-    K[..., 1, 1] = Kc[..., 1, 1] * s
-    K[..., 0, 1] = Kc[..., 0, 1] * s
-    K[..., 0, 2] = Kc[..., 0, 2] * s + (cx - side * 0.5)
-    K[..., 1, 2] = Kc[..., 1, 2] * s + (cy - side * 0.5)
-    return K
-
-
 def crop_square(img: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
     """Resample the square ``box`` = (cx, cy, side) of ``img`` to ``size`` x ``size`` (bilinear).
 

@@ -14,40 +14,26 @@ from __future__ import annotations
 
 import numpy as np
 
-#: PnP is rejected (camera head kept) when its mean reprojection error exceeds this share of the
-#: landmarks' extent: a mis-detection, or a face no rigid template explains
+#: PnP is rejected (camera head kept) above this mean reprojection error / the landmarks' extent
+#: (why each of these values: docs/pose_constants.md)
 MAX_REPROJECTION = 0.08
 
-#: where the camera head puts a view's yaw at this or more, the view keeps the head's rotation and takes
-#: only its position from the landmarks: on renders, PnP on MediaPipe's landmarks of such views is off
-#: by 18.8 deg (median) even with the true 3D face, the camera head by 9.7 (docs/camera_budget.md)
+#: from this head-estimated yaw on, a view keeps the head's rotation, its position from the landmarks
 WIDE_YAW_DEG = 45.0
 
-#: a wide-yaw view whose landmarks no position with the head's rotation fits takes full PnP instead
-#: when PnP puts it below this yaw: then the head's rotation is the wrong one (a frontal LFW face it
-#: put at 50 deg); nearer the wide range, PnP on MediaPipe's landmarks is the worse of the two
+#: a wide-yaw view that no position with the head's rotation fits takes full PnP below this PnP yaw
 RESCUE_MAX_YAW_DEG = 25.0
 
-#: refine the views PnP placed on a detector's landmarks as well? No: on real photos the refiner (trained
-#: on renders only) pulls those cameras off the face (68-landmark NME against dlib 4.5 -> 7.6% on
-#: grace_hopper, 7.1 -> 11.6% on LFW), while on the views without landmarks it is far better than the
-#: camera head alone (NME 22-31% -> 7-16%): tools/photo_cameras.py, docs/photo_cameras.md
+#: refine the views PnP placed on a detector's landmarks too? No: worse on real photos
 REFINE_AFTER_PNP = False
 
-#: refiner rounds after the descent: the cameras are then within a few degrees, and on renders (48 faces x 3
-#: views, tools/camera_budget.py) one round is as good as the trained three (median 3.60 vs 3.61 deg) at less
-#: than half the time
+#: camera-refiner rounds after the descent (one is as good as three, at less than half the time)
 POST_DESCENT_ROUNDS = 1
 
-#: where PnP's rotation and the model's own estimate (camera head + refiner) agree within this angle, the
-#: view takes the rotation :data:`BLEND_WEIGHT` of the way from PnP's to the estimate's and its position
-#: from the landmarks again. The two err differently (on renders PnP on MediaPipe's landmarks by 5.4 deg
-#: median, the estimate by 3.7, 7.1 deg apart), so where they agree their mean is the better rotation: on
-#: renders 5.4 -> 4.1 deg. On real photos the estimate (trained on renders) is mostly farther off (LFW
-#: faces 20-99: 17.7 deg apart, 18% within 10), so PnP's rotation mostly stands: NME against dlib
-#: 7.24 -> 7.28% there; blending always would take it to 7.87% (tools/rotation_blend.py,
-#: docs/rotation_blend.md)
+#: where PnP's rotation and the model's estimate agree within this angle, the rotation is blended
 BLEND_MAX_DEG = 10.0
+
+#: how far the blended rotation goes from PnP's towards the estimate's
 BLEND_WEIGHT = 0.5
 
 #: where each view's camera came from (``Reconstruction.camera_sources``)
@@ -57,12 +43,7 @@ FROM_BLENDED = "landmarks, rotation blended with the head's"
 #: the inner 51 of the 68 landmarks (the jaw line left out)
 INNER = slice(17, 68)
 
-#: the landmarks PnP fits: the inner 51. All 68 (with the jaw's convention offset calibrated) was
-#: measured in session 12 (tools/pnp_landmarks.py, docs/pnp_landmarks.md): on LFW faces 20-99 (not the
-#: evaluation's photos) NME against dlib 7.2 -> 6.7% and on renders a better position, but the frontal
-#: views' rotation worse (6.27 -> 6.90 deg with the true shape; more with a reconstruction, whose jaw line
-#: is too narrow and bends the camera); the jaw is also a contour that slides with the pose. Kept out
-#: until real photos with known cameras can decide.
+#: the landmarks PnP fits: the inner 51 (all 68 gave worse frontal rotations)
 PNP_LANDMARKS = INNER
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .errors import GLVDError
+from .topology import vertex_normals
 
 #: Weight ramp start: a view contributes nothing where the surface is seen more obliquely than this cosine.
 COS_MIN = 0.15
@@ -215,17 +216,6 @@ def uv_raster(quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray, size: in
     while len(_CACHE) > _CACHE_MAX:
         _CACHE.popitem(last=False)
     return out
-
-
-def _vertex_normals(verts: np.ndarray, quads: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` unit area-weighted normals; quads wind counter-clockwise seen from outside (as the kit's)."""
-    v = np.asarray(verts, np.float32)
-    q = np.asarray(quads, np.int64)
-    fn = np.cross(v[q[:, 2]] - v[q[:, 0]], v[q[:, 3]] - v[q[:, 1]])  # quad normal from its diagonals
-    n = np.zeros_like(v)
-    for k in range(4):
-        np.add.at(n, q[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -408,7 +398,7 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     # texel points and smooth normals on the reconstructed surface, as separate x/y/z rows: every
     # per-texel operation below is then a contiguous elementwise kernel (3-10x faster than (P, 3) arrays)
     P = [ras.interp(np.ascontiguousarray(v[:, k])) for k in range(3)]
-    vn = _vertex_normals(v, quads)
+    vn = vertex_normals(torch.from_numpy(v)[None], torch.from_numpy(np.asarray(quads, np.int64)))[0].numpy()
     nrm = [ras.interp(np.ascontiguousarray(vn[:, k])) for k in range(3)]
     inv_len = 1.0 / np.maximum(np.sqrt(nrm[0] ** 2 + nrm[1] ** 2 + nrm[2] ** 2), 1e-12)
     tris = torch.from_numpy(_triangulate(quads))

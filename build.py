@@ -6,23 +6,27 @@ writes the manifest's ``wheels`` list, and runs Blender's own extension tool
 (``blender_ext.py build`` then ``validate``), which ships inside the bpy package.
 
 Wheels:
-- ``glvd`` built from vendor/glvd (``pip wheel --no-deps``); the checkpoint
-  (glvd/weights/*.pt) travels inside it as package data. Its version carries a
-  fingerprint of the package's files (``0.1.0+<hash>``): Blender keeps an installed
-  wheel whose ``name-version`` it already has, so without it a reinstalled
+- ``glvd`` built from vendor/glvd (``pip wheel --no-deps``); the checkpoint and the
+  frozen networks (glvd/weights/*.pt) travel inside it as package data. Its version
+  carries a fingerprint of the package's files (``0.1.0+<hash>``): Blender keeps an
+  installed wheel whose ``name-version`` it already has, so without it a reinstalled
   extension would keep the old runtime and checkpoint.
-- unless ``--no-deps``: torch (``--torch-wheel`` or the pinned release), its
-  pure-Python dependencies, pillow and opencv-python-headless for the platform;
-  and, unless ``--without-mediapipe``, MediaPipe (without its declared jax,
-  opencv-contrib, sentencepiece and sounddevice, which face detection never
-  imports) with what its import needs: its landmarks place the camera on photos.
-  numpy is never bundled: Blender ships its own and all extensions share one
-  site-packages.
+- unless ``--no-deps``: for each Python (3.11: Blender 4.2-5.0; 3.13: Blender 5.1+;
+  Blender installs the wheels that match its own) torch (``--torch-wheel`` or the
+  pinned release), its pure-Python dependencies, pillow, opencv-python-headless and
+  scipy for the platform. numpy is never bundled: Blender ships its own and all
+  extensions share one site-packages.
+- Linux + Python 3.13 bundles no torch unless ``--torch-wheel`` gives a cp313 one: the
+  registry's Linux torch is the CUDA build (about 3 GB of nvidia-* wheels). Blender 5.1+
+  on Linux then runs the worker in a Python that has torch (the "Python" preference,
+  docs/blender.md); Check Runtime says so. Windows and macOS cp313 torch wheels are
+  CPU/MPS builds and are bundled.
 
-    python build.py                       # linux-x64, with dependency wheels
+    python build.py                       # linux-x64, wheels for Python 3.11 and 3.13
+    python build.py --platform windows-x64
+    python build.py --python 3.11         # only Blender 4.2-5.0's Python (smaller)
     python build.py --no-deps             # fast developer build (runtime wheel only)
-    python build.py --without-mediapipe   # ~60 MB lighter; OpenCV Haar boxes, camera head only
-    python build.py --torch-wheel /opt/wheels/torch-2.13.0+cpu-...whl
+    python build.py --torch-wheel /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
 """
 
 from __future__ import annotations
@@ -44,13 +48,10 @@ ADDON_SRC = ROOT / "glvd_blender"
 RUNTIME_SRC = ROOT / "vendor" / "glvd"
 
 TORCH_PIN = "torch==2.13.0"
-# Dependencies of the runtime inside Blender. numpy is left out on purpose.
-DEP_PINS = ["pillow==13.0.0", "opencv-python-headless==4.11.0.86"]
-# MediaPipe Face Mesh: the 68 landmarks that glvd.pose turns into cameras. Fetched with --no-deps;
-# these are the dependencies its import really needs (mediapipe/__init__ imports matplotlib).
-MEDIAPIPE_PIN = "mediapipe==0.10.21"
-MEDIAPIPE_DEPS = ["protobuf==4.25.9", "absl-py==2.5.1", "attrs==26.1.0", "flatbuffers==25.12.19",
-                  "matplotlib==3.11.2"]
+# Dependencies of the runtime inside Blender (vendor/glvd imports torch, numpy, cv2, PIL and
+# scipy, nothing else). numpy is left out on purpose. Releases that accept numpy 1.26 (Blender
+# 4.2-5.0) and numpy 2 (Blender 5.1+), with wheels for cp311 and cp313.
+DEP_PINS = ["pillow==13.0.0", "opencv-python-headless==4.11.0.86", "scipy==1.16.3"]
 # numpy: Blender's own. setuptools: torch lists it (for C++ extensions), unused at run time,
 # and it would shadow tooling in the site-packages every extension shares.
 NEVER_BUNDLE = ("numpy", "setuptools")
@@ -61,7 +62,11 @@ PLATFORM_TAGS = {
     "windows-x64": ["win_amd64"],
     "macos-arm64": ["macosx_14_0_arm64", "macosx_11_0_arm64"],
 }
-PYTHON_VERSION = "3.11"  # the Python of Blender 4.2-5.0 (see blender_version_max)
+# Blender's Pythons: 3.11 in Blender 4.2-5.0, 3.13 in 5.1+ (see blender_version_max).
+PYTHONS = ("3.11", "3.13")
+# Where the registry's torch for that platform and Python is the CUDA build (its nvidia-* wheels
+# are ~3 GB): no torch is bundled there unless --torch-wheel gives one.
+NO_REGISTRY_TORCH = {("linux-x64", "3.13"), ("linux-arm64", "3.13")}
 
 
 class BuildError(Exception):
@@ -138,27 +143,116 @@ def build_runtime_wheel(dest: Path, work: Path) -> Path:
     return new[-1]
 
 
-def download_dependency_wheels(dest: Path, platform: str, torch_wheel: Path | None,
-                               mediapipe: bool = True) -> list[Path]:
-    """Binary wheels for ``platform`` and Python 3.11, torch's own dependencies included."""
-    tags = PLATFORM_TAGS[platform]
-    reqs = list(DEP_PINS) + (MEDIAPIPE_DEPS if mediapipe else [])
-    if torch_wheel is not None:
-        if not torch_wheel.is_file():
-            raise BuildError(f"--torch-wheel: no such file: {torch_wheel}")
-        shutil.copy2(torch_wheel, dest / torch_wheel.name)
-        # still resolve torch's pure-python dependencies from the given wheel
-        reqs.append(str(torch_wheel))
-    else:
-        reqs.append(TORCH_PIN)
+def wheel_python(wheel: Path | str) -> str | None:
+    """``"3.13"`` for a ``...-cp313-cp313-...whl``; None for a pure (py3) or unparsable name."""
+    parts = Path(wheel).name[:-4].split("-")
+    m = re.fullmatch(r"cp3(\d+)", parts[-3]) if len(parts) >= 5 else None
+    return f"3.{m.group(1)}" if m else None
+
+
+def torch_for(platform: str, pythons: list[str], torch_wheels: list[Path]) -> dict[str, str | None]:
+    """Per Python: the torch requirement to bundle (a wheel's path or the pin), or None for no torch."""
+    given: dict[str, Path] = {}
+    for w in torch_wheels:
+        if not w.is_file():
+            raise BuildError(f"--torch-wheel: no such file: {w}")
+        py = wheel_python(w)
+        if not w.name.lower().startswith("torch-") or py is None:
+            raise BuildError(f"--torch-wheel: not a CPython torch wheel: {w.name}")
+        if py not in pythons:
+            raise BuildError(f"--torch-wheel: {w.name} is for Python {py}; building for {', '.join(pythons)}")
+        if py in given:
+            raise BuildError(f"--torch-wheel: two wheels for Python {py}")
+        given[py] = w
+    plan: dict[str, str | None] = {}
+    for py in pythons:
+        if py in given:
+            plan[py] = str(given[py])
+        elif (platform, py) in NO_REGISTRY_TORCH:
+            plan[py] = None
+        else:
+            plan[py] = TORCH_PIN
+    return plan
+
+
+def pip_download_command(dest: Path, platform: str, python: str) -> list[str]:
+    """``pip download`` of binary wheels for ``platform`` and CPython ``python``."""
+    abi = "cp" + python.replace(".", "")
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311",
-           "-d", str(dest)]
-    for tag in tags:
+           "--python-version", python, "--implementation", "cp", "--abi", abi, "-d", str(dest)]
+    for tag in PLATFORM_TAGS[platform]:
         cmd += ["--platform", tag]
-    run(cmd + reqs, f"downloading dependency wheels for {platform}")
-    if mediapipe:
-        run(cmd + ["--no-deps", MEDIAPIPE_PIN], f"downloading {MEDIAPIPE_PIN} for {platform}")
+    return cmd
+
+
+# Environment markers of each platform (pip evaluates a --platform download's markers against the
+# machine it runs on, so torch's own "platform_system == 'Linux'" CUDA pieces are resolved here).
+PLATFORM_MARKERS = {
+    "linux-x64": {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64",
+                  "os_name": "posix"},
+    "linux-arm64": {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "aarch64",
+                    "os_name": "posix"},
+    "windows-x64": {"platform_system": "Windows", "sys_platform": "win32", "platform_machine": "AMD64",
+                    "os_name": "nt"},
+    "macos-arm64": {"platform_system": "Darwin", "sys_platform": "darwin", "platform_machine": "arm64",
+                    "os_name": "posix"},
+}
+
+
+def wheel_requirements(wheel: Path, platform: str, python: str) -> list[str]:
+    """The wheel's ``Requires-Dist`` that apply on ``platform`` + ``python`` (no extras), minus NEVER_BUNDLE."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip vendors it
+        from pip._vendor.packaging.requirements import Requirement
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
+        if meta is None:
+            raise BuildError(f"{wheel.name}: no METADATA")
+        text = zf.read(meta).decode("utf-8", "replace")
+    env = {"python_version": python, "python_full_version": f"{python}.0", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "extra": "", **PLATFORM_MARKERS[platform]}
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        if req.name.lower().replace("_", "-") in NEVER_BUNDLE:
+            continue
+        req.marker = None
+        out.append(str(req))
+    return out
+
+
+def download_dependency_wheels(dest: Path, platform: str, torch_wheels: list[Path],
+                               pythons: list[str]) -> list[Path]:
+    """Binary wheels for ``platform`` and each Python, torch's own dependencies included."""
+    plan = torch_for(platform, pythons, torch_wheels)
+    for py, torch in plan.items():
+        pip = pip_download_command(dest, platform, py)
+        run(pip + DEP_PINS, f"downloading dependency wheels for {platform}, Python {py}")
+        if torch is None:
+            print(f"note: no torch for Python {py} on {platform} (the registry's build is the CUDA one, "
+                  f"~3 GB): Blender {'5.1+' if py == '3.13' else py} there runs the worker in a Python "
+                  "that has torch (the extension's Python preference, docs/blender.md), "
+                  "or pass --torch-wheel with a CPU build for that Python")
+            continue
+        if Path(torch).is_file():
+            wheel = dest / Path(torch).name
+            shutil.copy2(torch, wheel)
+        else:
+            before = set(dest.glob("torch-*.whl"))
+            run(pip + ["--no-deps", torch], f"downloading {torch} for {platform}, Python {py}")
+            wheel = next((w for w in sorted(dest.glob("torch-*.whl")) if wheel_python(w) == py), None)
+            if wheel is None:
+                raise BuildError(f"pip download {torch} left no torch wheel for Python {py}: "
+                                 f"{sorted(w.name for w in set(dest.glob('torch-*.whl')) - before)}")
+        # torch's own dependencies, with the markers of the target platform (not this machine's)
+        deps = wheel_requirements(wheel, platform, py)
+        if deps:
+            run(pip + deps, f"downloading torch's dependencies for {platform}, Python {py}")
     removed = []
     for whl in sorted(dest.glob("*.whl")):
         dist = whl.name.split("-")[0].lower().replace("_", "-")
@@ -184,7 +278,8 @@ def write_staged_manifest(src: Path, dest: Path, wheels: list[str], platform: st
     dest.write_text(text, encoding="utf-8")
 
 
-def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | None, mediapipe: bool = True) -> Path:
+def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheels: list[Path] | None = None,
+          pythons: list[str] | None = None) -> Path:
     stage_dir = build_dir / "extension"
     shutil.rmtree(stage_dir, ignore_errors=True)
     shutil.copytree(ADDON_SRC, stage_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
@@ -199,7 +294,7 @@ def stage(build_dir: Path, platform: str, no_deps: bool, torch_wheel: Path | Non
         print("note: no checkpoint (glvd/weights/*.pt) in the runtime wheel; "
               "set one in the add-on preferences")
     if not no_deps:
-        download_dependency_wheels(wheels_dir, platform, torch_wheel, mediapipe)
+        download_dependency_wheels(wheels_dir, platform, torch_wheels or [], pythons or list(PYTHONS))
     wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
     write_staged_manifest(MANIFEST, stage_dir / "blender_manifest.toml", wheels, platform)
     return stage_dir
@@ -222,10 +317,11 @@ def summarize(zip_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--platform", default="linux-x64", choices=sorted(PLATFORM_TAGS))
-    ap.add_argument("--torch-wheel", type=Path, default=None, help="bundle this torch wheel")
+    ap.add_argument("--python", action="append", choices=PYTHONS, default=None,
+                    help="bundle wheels for this Python only (repeatable; default: 3.11 and 3.13)")
+    ap.add_argument("--torch-wheel", type=Path, action="append", default=[],
+                    help="bundle this torch wheel for the Python its tag names (repeatable)")
     ap.add_argument("--no-deps", action="store_true", help="only the runtime wheel (fast developer build)")
-    ap.add_argument("--without-mediapipe", action="store_true",
-                    help="leave MediaPipe out (OpenCV Haar boxes only: no landmarks, the camera head places the face)")
     ap.add_argument("--build-dir", type=Path, default=ROOT / "build")
     ap.add_argument("--dist-dir", type=Path, default=ROOT / "dist")
     args = ap.parse_args(argv)
@@ -233,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
         ext_id, version = manifest["id"], manifest["version"]
         tool = blender_ext_tool()
-        stage_dir = stage(args.build_dir.resolve(), args.platform, args.no_deps, args.torch_wheel,
-                          not args.without_mediapipe)
+        pythons = sorted(set(args.python or PYTHONS))
+        if not args.no_deps:  # check the given torch wheels before building anything
+            torch_for(args.platform, pythons, args.torch_wheel)
+        stage_dir = stage(args.build_dir.resolve(), args.platform, args.no_deps, args.torch_wheel, pythons)
         args.dist_dir.mkdir(parents=True, exist_ok=True)
         out = args.dist_dir.resolve() / f"{ext_id}-{version}-{args.platform}.zip"
         out.unlink(missing_ok=True)

@@ -51,7 +51,10 @@ class GLVD_AP_preferences(bpy.types.AddonPreferences):
         description="A GLVD checkpoint (.pt) to use instead of the one shipped inside the extension")
     python: StringProperty(
         name="Python", subtype="FILE_PATH", default="",
-        description="The Python that runs the GLVD worker (empty: Blender's own, with the extension's wheels)")
+        description="The Python that runs the GLVD worker (empty: Blender's own, with the extension's wheels). "
+                    "Another Python (3.11+) needs torch, numpy, opencv-python-headless, pillow and scipy; "
+                    "the runtime itself comes from the extension. Needed on Linux with Blender 5.1+ "
+                    "(no torch bundled for Python 3.13): see Check Runtime")
     startup_timeout: FloatProperty(name="Start Timeout", default=180.0, min=1.0, max=3600.0, unit="TIME_ABSOLUTE",
                                    description="Seconds the worker may take to start (importing torch)")
     step_timeout: FloatProperty(name="Silence Timeout", default=120.0, min=1.0, max=3600.0, unit="TIME_ABSOLUTE",

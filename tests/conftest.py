@@ -99,8 +99,11 @@ def ext_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_blender(code: str, home: Path, enable: bool = False, timeout: float = 600,
-                env: dict[str, str] | None = None) -> dict:
+                env: dict[str, str] | None = None, python: str | None = None) -> dict:
     """Run ``code`` in a fresh Blender (the bpy module) with HOME=home; return what it passed to ``result()``.
+
+    ``python``: the interpreter whose bpy runs it (default this one's, bpy 5.0.1; the Blender 5.2
+    tests pass .venv52's, bpy 5.2.3).
 
     The script gets ``bpy``, ``json``, ``ADDON`` and ``result(dict)``; it fails the test on any exception.
     With ``enable`` the installed extension is enabled first and ``PREFS`` holds its preferences.
@@ -119,7 +122,7 @@ def run_blender(code: str, home: Path, enable: bool = False, timeout: float = 60
     full_env.pop("BLENDER_USER_RESOURCES", None)
     full_env.pop("BLENDER_USER_CONFIG", None)
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([python or sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=str(home))
     out = proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """GLVD Face: reconstruct a face mesh from photos, one shape key per descent step.
 
-The model runs in a separate process (``glvd worker``, see engine.py); this
+The model runs in a separate process (``glvd worker``, see worker_client.py); this
 package is bpy glue only. Classes register in one ordered tuple: property
 groups before what points at them, preferences and operators before panels.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import engine, operators, panels, preferences, properties
+from . import panels, photo_list, preferences, properties, reconstruct, runtime_check, worker_client
 
 classes = (
     *properties.classes,
     preferences.GLVD_AP_preferences,
-    *operators.classes,
+    *reconstruct.classes,
+    *photo_list.classes,
+    *runtime_check.classes,
     *panels.classes,
 )
 
@@ -39,7 +41,7 @@ def register() -> None:
 def unregister() -> None:
     if _reset_job_state in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_reset_job_state)
-    engine.shutdown_worker()  # no orphan worker process after disabling
+    worker_client.shutdown_worker()  # no orphan worker process after disabling
     properties.unregister_props()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import engine
-from .engine import EXIT_EVENT, Event, WorkerError
+from . import worker_client
+from .worker_client import EXIT_EVENT, Event, WorkerError
 
 # progress bar share of the stages before the descent steps
 STAGE_PROGRESS = {"load": 0.02, "detect": 0.05, "encode": 0.1}
@@ -68,7 +68,7 @@ class Update:
 
 @dataclass
 class Job:
-    worker: engine.Worker
+    worker: worker_client.Worker
     request: Request
     timeouts: Timeouts = field(default_factory=Timeouts)
     state: str = "starting"  # starting | running | cancelling | done | failed | cancelled
@@ -128,7 +128,7 @@ class Job:
         try:
             self.worker.send({"id": self.worker.new_id(), "cmd": "cancel", "target": self.rid})
         except WorkerError:
-            engine.discard_worker(self.worker)
+            worker_client.discard_worker(self.worker)
             return self._finish_cancelled()
         return [Update("progress", self.fraction, "cancelling")]
 
@@ -148,10 +148,10 @@ class Job:
         self._activity = time.monotonic()
         if kind == EXIT_EVENT:
             if self.state == "cancelling":
-                engine.discard_worker(self.worker)
+                worker_client.discard_worker(self.worker)
                 return self._finish_cancelled()
-            engine.discard_worker(self.worker)
-            return self._fail(engine.explain_exit(ev.get("returncode"), self.worker.stderr_tail()))
+            worker_client.discard_worker(self.worker)
+            return self._fail(worker_client.explain_exit(ev.get("returncode"), self.worker.stderr_tail()))
         if kind == "ready":
             return self._send() if self.state == "starting" else []
         if self.rid is None or ev.get("id") != self.rid:
@@ -180,7 +180,7 @@ class Job:
             return []
         if kind == "step":
             step = int(ev["step"])
-            verts = np.asarray(engine.decode_array(ev["vertices"]), dtype=np.float32)
+            verts = np.asarray(worker_client.decode_array(ev["vertices"]), dtype=np.float32)
             self.steps_seen[step] = verts
             steps = max(1, int(ev.get("steps") or self.request.steps))
             self.fraction = max(self.fraction, 0.1 + 0.9 * min(step, steps) / steps)
@@ -200,19 +200,19 @@ class Job:
     def _check_timeouts(self) -> list[Update]:
         now = time.monotonic()
         if self.state == "starting" and now - self.worker.started_at > self.timeouts.startup:
-            engine.discard_worker(self.worker)
+            worker_client.discard_worker(self.worker)
             return self._fail(WorkerError(
                 f"the GLVD worker did not start within {self.timeouts.startup:.0f} s "
                 f"(see the worker settings in the preferences){_tail(self.worker)}", "timeout"))
         if self.state == "running":
             quiet = now - max(self._activity, self.worker.last_event_at)
             if quiet > self.timeouts.silence:
-                engine.discard_worker(self.worker)
+                worker_client.discard_worker(self.worker)
                 return self._fail(WorkerError(
                     f"the GLVD worker sent nothing for {quiet:.0f} s and was stopped (hung?)", "timeout"))
             # a dead worker is reported by the reader thread's exit event (with its stderr)
         if self.state == "cancelling" and now - self._cancel_at > self.timeouts.cancel:
-            engine.discard_worker(self.worker)  # it ignored the cancel: stop it the hard way
+            worker_client.discard_worker(self.worker)  # it ignored the cancel: stop it the hard way
             return self._finish_cancelled()
         return []
 
@@ -238,14 +238,14 @@ def focal_note(focal_codes: list[str], assumed_distance_m: float = 1.2) -> str:
     return f"no focal length in {n}: face {assumed_distance_m:g} m away assumed (set Lens if you know it)"
 
 
-def _tail(worker: engine.Worker) -> str:
+def _tail(worker: worker_client.Worker) -> str:
     tail = worker.stderr_tail(3).strip()
     return f"; worker log: {tail.splitlines()[-1]}" if tail else ""
 
 
 def decode_fields(ev: Event) -> dict[str, Any]:
     """Every ARRAY field decoded, the rest as is."""
-    return {k: engine.decode_array(v) if isinstance(v, dict) and "b64" in v else v for k, v in ev.items()}
+    return {k: worker_client.decode_array(v) if isinstance(v, dict) and "b64" in v else v for k, v in ev.items()}
 
 
 def remove_texture_file(res: dict[str, Any] | None) -> None:

@@ -17,6 +17,7 @@ from .meshdata import BASIS_NAME, flat, step_key_name, step_of_key
 
 OBJECT_NAME = "GLVD Face"
 MARKER = "glvd_face"  # custom property that marks our objects (value: extension version)
+VERSION = "0.1.0"  # the project's one version, glvd.__version__ (tests/test_version.py checks they agree)
 
 
 def is_glvd_object(obj: bpy.types.Object | None) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import prestart
 
 
 class GLVD_UL_photos(bpy.types.UIList):
@@ -33,7 +33,7 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         s = context.scene.glvd
         job = context.window_manager.glvd_job
         # the artist opened the GLVD tab: start the runtime now (torch + model load take seconds)
-        operators.schedule_prestart()
+        prestart.schedule_prestart()
 
         layout.label(text="Reference Photos")
         row = layout.row()

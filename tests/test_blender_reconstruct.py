@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import REPO, load_pure, obj_vertices, run_blender
 
 frames = load_pure("frames")
-engine = load_pure("engine")
+worker_client = load_pure("worker_client")
 jobmod = load_pure("job")
 
 
@@ -40,7 +40,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     res = run_blender(f"""
         import importlib
         import numpy as np
-        ops_mod = importlib.import_module(ADDON + ".operators")
+        worker_client = importlib.import_module(ADDON + ".worker_client")
         OUT = {str(out)!r}
         r = {{}}
         scene = bpy.context.scene
@@ -108,7 +108,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
             return t
         r["texture"] = texture_state()
         r["texture_prop"] = ob.get("glvd_texture")
-        wpid = ops_mod.engine.current_worker().pid
+        wpid = worker_client.current_worker().pid
         r["temp_pngs"] = glob.glob(os.path.join(tempfile.gettempdir(), f"glvd_{{wpid}}_*.png"))
 
         # -- update in place: rig-like data must survive, vertex order must not change
@@ -409,7 +409,8 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
 
 def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) -> None:
     """The worker protocol under cancel, with the real ``glvd worker`` (started the way Blender starts it)."""
-    worker = engine.Worker(engine.worker_command(sys.executable), engine.worker_env(sys.path), cwd=str(REPO)).start()
+    worker = worker_client.Worker(worker_client.worker_command(sys.executable), worker_client.worker_env(sys.path),
+                                  cwd=str(REPO)).start()
     try:
         req = jobmod.Request(images=[str(face_photo)], steps=30, device="cpu", checkpoint=str(checkpoint))
         job = jobmod.Job(worker, req)
@@ -444,7 +445,10 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
     """
     res = run_blender(f"""
         import importlib, time
-        ops = importlib.import_module(ADDON + ".operators")
+        writer_mod = importlib.import_module(ADDON + ".result_writer")
+        prestart = importlib.import_module(ADDON + ".prestart")
+        preferences = importlib.import_module(ADDON + ".preferences")
+        worker_client = importlib.import_module(ADDON + ".worker_client")
         inputs = importlib.import_module(ADDON + ".inputs")
         jobmod = importlib.import_module(ADDON + ".job")
         r = {{}}
@@ -456,17 +460,17 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         results = {{}}
         def run_live(label, target=None, cancel_after=None, cold=False, texture=None):
             if cold:
-                ops.engine.shutdown_worker()
+                worker_client.shutdown_worker()
             # a cancelled run asks for many steps, so that the cancel reaches the worker before the
             # result even when this process is starved for a while (the pump hands over whole batches)
             steps = 24 if cancel_after else 4
-            opts = ops.Options(steps=steps, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
+            opts = writer_mod.Options(steps=steps, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
                                animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT,
                                texture=texture)
             photos = inputs.from_paths([PHOTO])
-            writer = ops.ResultWriter(ctx, opts, photos, target)
+            writer = writer_mod.ResultWriter(ctx, opts, photos, target)
             t0 = time.monotonic()
-            job = jobmod.Job(ops.worker_for(ops.preferences.get(ctx)),
+            job = jobmod.Job(prestart.worker_for(preferences.get(ctx)),
                              jobmod.Request(images=photos.paths, steps=steps, device="cpu", checkpoint=CKPT,
                                             texture=texture))
             job.start()
@@ -503,9 +507,9 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         c0 = counts()
         for label, patch in (("texture_error", {{"texture_png": None, "texture_error": "boom"}}),
                              ("texture_missing", {{"texture_png": "/no/such/glvd_tex.png"}})):
-            opts = ops.Options(steps=4, device="cpu", target="NEW", expressions=False, animate=False,
+            opts = writer_mod.Options(steps=4, device="cpu", target="NEW", expressions=False, animate=False,
                                frames_per_step=5, use_cameras=False, checkpoint=CKPT, texture=1024)
-            w = ops.ResultWriter(ctx, opts, inputs.from_paths([PHOTO]), None)
+            w = writer_mod.ResultWriter(ctx, opts, inputs.from_paths([PHOTO]), None)
             o = w.finish(dict(results["warm"], **patch), 0.0)
             r[label] = {{"warnings": w.warnings, "materials": len(o.data.materials), "added": [
                 a - b for a, b in zip(counts(), c0)]}}

@@ -1,4 +1,4 @@
-"""Plain unit tests of the extension's pure helpers (no Blender): frames, mesh arrays, engine and job."""
+"""Plain unit tests of the extension's pure helpers (no Blender): frames, mesh arrays, worker_client and job."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import load_pure
 
 frames = load_pure("frames")
 meshdata = load_pure("meshdata")
-engine = load_pure("engine")
+worker_client = load_pure("worker_client")
 jobmod = load_pure("job")
 
 
@@ -109,7 +109,7 @@ def test_step_names_and_keyframes() -> None:
     assert max(frames_on.values()) == 1.0 and frames_on[1] == 0.0
 
 
-# -- engine + job against fake workers --------------------------------------------------------
+# -- worker_client + job against fake workers --------------------------------------------------------
 FAKE_WORKER = textwrap.dedent(r'''
     import base64, json, sys, threading, time
     import numpy as np
@@ -169,7 +169,7 @@ def fake(tmp_path: Path):
     started: list = []
 
     def make(mode: str) -> object:
-        w = engine.Worker([sys.executable, str(script), mode], engine.worker_env(sys.path)).start()
+        w = worker_client.Worker([sys.executable, str(script), mode], worker_client.worker_env(sys.path)).start()
         started.append(w)
         return w
 
@@ -270,10 +270,10 @@ def test_decode_array_and_env() -> None:
     import base64
 
     enc = {"dtype": "float32", "shape": [4, 3], "b64": base64.b64encode(a.tobytes()).decode()}
-    np.testing.assert_array_equal(engine.decode_array(enc), a)
-    with pytest.raises(engine.WorkerError):
-        engine.decode_array({"shape": [1]})
-    env = engine.worker_env(["/definitely/not/here", str(Path(__file__).parent)], base={})
+    np.testing.assert_array_equal(worker_client.decode_array(enc), a)
+    with pytest.raises(worker_client.WorkerError):
+        worker_client.decode_array({"shape": [1]})
+    env = worker_client.worker_env(["/definitely/not/here", str(Path(__file__).parent)], base={})
     assert env["PYTHONPATH"] == str(Path(__file__).parent)  # only folders that exist
     assert env["PYTHONUNBUFFERED"] == "1"
-    assert engine.worker_command("/py") == ["/py", "-m", "glvd", "worker"]
+    assert worker_client.worker_command("/py") == ["/py", "-m", "glvd", "worker"]

@@ -96,6 +96,8 @@ def main() -> None:
 
         batch()
         b_ms = _median_ms(batch, max(5, a.runs // 4), sync)
+        # the identity backbone (glvd.identity): the chip from a photo and dlib's ResNet, once per view
+        id_rows = identity_rows(dev, a.runs, sync)
     if cuda:  # the same workloads replayed as CUDA graphs (glvd.cuda_graph: front, descent, refine)
         for faces, views in ((1, 1), (1, 4), (B, 1)):
             imgs = torch.rand(faces, views, 3, S, S, device=dev)
@@ -113,6 +115,11 @@ def main() -> None:
     for views, total, enc, kp_ms, v_ms in rows:
         print(f"{views:5d}  {total:8.1f}  {total / ref_ms:6.0f}  {enc:10.1f}  {kp_ms:16.2f}  {v_ms:14.2f}")
     print(f"batched: {B} faces (1 view) in {b_ms:.1f} ms = {B / b_ms * 1000:.1f} faces/s")
+    chip_ms, net_ms = id_rows
+    one_view = rows[0][1]
+    print(f"identity descriptor per view: chip {chip_ms:.1f} ms + network {net_ms:.1f} ms = {chip_ms + net_ms:.1f} ms "
+          f"({(chip_ms + net_ms) / ref_ms:.0f} x_ref); 1 view with it: {one_view + chip_ms + net_ms:.1f} ms "
+          f"({(one_view + chip_ms + net_ms) / ref_ms:.0f} x_ref)")
     for faces, views, ms in graph_rows:
         if isinstance(ms, str):
             print(f"CUDA graph, {faces} x {views} views: {ms}")
@@ -120,6 +127,25 @@ def main() -> None:
             print(f"CUDA graph, {faces} face(s) x {views} view(s): {ms:.1f} ms ({ms / ref_ms:.0f} x_ref, "
                   f"{faces / ms * 1000:.1f} faces/s)")
     print(f"peak RSS: {peak_mb:.0f} MB")
+
+
+def identity_rows(dev: torch.device, runs: int, sync) -> tuple[float, float]:
+    """Median ms of the aligned chip (a 1024 px photo, the face ~300 px wide) and of the descriptor network."""
+    import numpy as np
+
+    from glvd.face_chip import face_chip
+    from glvd.facenet import describe, load_facenet
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    five = np.array([[620, 420], [560, 425], [400, 420], [460, 425], [510, 540]], np.float64)
+    chip_ms = _median_ms(lambda: face_chip(photo, five), runs, lambda: None)
+    net = load_facenet(device=dev)
+    chip = torch.from_numpy(face_chip(photo, five))[None]
+    for _ in range(3):
+        describe(net, chip)
+    net_ms = _median_ms(lambda: describe(net, chip), runs, sync)
+    return chip_ms, net_ms
 
 
 if __name__ == "__main__":

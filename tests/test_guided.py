@@ -81,13 +81,15 @@ def test_guided_training_stage_trains_the_new_layers_and_resumes(tiny, tmp_path)
                            {"trained": False, "note": "UNTRAINED: for tests only"})
     out = tmp_path / "run"
     args = ["--cache", str(cache), "--init-from", str(ckpt), "--out", str(out), "--batch", "2", "--subset", "64",
-            "--unroll", "2", "--val-shards", "1", "--val-every", "3", "--minutes", "0.05", "--lr-new", "0.01"]
+            "--unroll", "2", "--val-shards", "1", "--val-every", "3", "--kit", kit, "--prior-rank", "4",
+            "--minutes", "0.05", "--lr-new", "0.01"]
     assert guided_training.main(args) == 0
     state = torch.load(out / "state.pt", weights_only=False)
     assert state["it"] >= 3
     st = state["model"]
     assert float(st["keypoints.guide.weight"].abs().sum()) > 0  # the gradient reached the new inputs
     assert float(st["vertices.identity_proj.weight"].abs().sum()) > 0
+    assert st["prior_basis"].shape[0] == 4 and float(st["prior_basis"].abs().sum()) > 0  # the fitted prior
     # resumes where it stopped
     assert guided_training.main([*args[:-4], "--minutes", "0.1", "--lr-new", "0.01"]) == 0
     assert torch.load(out / "state.pt", weights_only=False)["it"] > state["it"]
@@ -108,3 +110,28 @@ def test_reconstructor_reads_the_photo_for_a_guided_model(tmp_path, checkpoint, 
     assert "identity_s" in res.timings and np.isfinite(res.vertices).all()
     plain = glvd.Reconstructor(checkpoint, device="cpu").reconstruct([str(face_photo)], steps=2)
     assert not np.allclose(res.vertices[-1], plain.vertices[-1])  # the identity code moved it
+
+
+def test_identity_prior_moves_the_start_and_the_reference(tiny):
+    from glvd_train.guided_training import widen, with_prior
+
+    _, template = tiny
+    torch.manual_seed(0)
+    wide = widen(GLVD(ModelConfig(), template)).eval()
+    N = template.num_vertices
+    zero = with_prior(wide, torch.zeros(129, 4), torch.zeros(4, N, 3)).eval()
+    imgs, cams = _inputs(1)
+    g = _guidance(1)
+    with torch.no_grad():
+        f = wide.encode(imgs)
+        a, _ = wide.descend(f, cams, 2, prep=wide.prepare(f, g))
+        b, _ = zero.descend(f, cams, 2, prep=zero.prepare(f, g))
+        assert torch.equal(a, b)  # a zero prior is the template
+        pm = torch.zeros(129, 4)
+        pm[:128, 0] = 0.01  # the code moves the face along the first basis shape
+        pb = torch.zeros(4, N, 3)
+        pb[0, :, 2] = 1.0
+        prior = with_prior(wide, pm, pb).eval()
+        xs, _ = prior.descend(f, cams, 2, prep=prior.prepare(f, g))
+    expected = template.vertices[None, :, 2] + 0.01 * g.identity.sum(1, keepdim=True).numpy()
+    np.testing.assert_allclose(xs[:, 0, :, 2].numpy(), expected, atol=1e-5)  # step 0: the prior's face

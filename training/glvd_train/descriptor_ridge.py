@@ -73,11 +73,13 @@ class DescriptorRidge:
         return cls(d["W"], float(d["lam"]), int(d["faces"]), float(d["val_r2"]))
 
 
-def fit_from_cache(cache_path: str | Path) -> DescriptorRidge:
+def fit_from_cache(cache_path: str | Path, skip_faces: int = 0) -> DescriptorRidge:
+    """Fitted on the cache's faces after the first ``skip_faces`` (those a training stage holds out)."""
     from .feature_cache import FeatureCache
 
     c = FeatureCache(cache_path)
-    return DescriptorRidge.fit(c.arrays["descriptor"].astype(np.float32), c.arrays["identity"])
+    return DescriptorRidge.fit(c.arrays["descriptor"][skip_faces:].astype(np.float32),
+                               c.arrays["identity"][skip_faces:])
 
 
 def main(argv: list[str] | None = None) -> int:

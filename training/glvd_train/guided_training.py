@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,39 @@ def widen(model: GLVD, identity_dim: int = 128, landmarks: bool = True) -> GLVD:
     if unexpected or any(k not in NEW_LAYERS for k in missing):
         raise ValueError(f"cannot widen: missing {missing}, unexpected {unexpected}")
     return wide
+
+
+def fit_prior(cache: Path, model: GLVD, rank: int, kit: str | None = None,
+              skip_faces: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The identity prior: baseline (f)'s ridge (descriptor -> the kit's identity) times the kit's identity
+    basis over the face area, as a linear field of vertex offsets, truncated to ``rank`` by an SVD.
+    Returns ``prior_map (D + 1, r)`` and ``prior_basis (r, N, 3)`` (metres)."""
+    from .descriptor_ridge import fit_from_cache
+    from .synth.morphable import HeadModel
+
+    ridge = fit_from_cache(cache, skip_faces)
+    head = HeadModel.load(kit)
+    n, N = model.template.num_vertices, head.num_vertices
+    basis = head.id_basis.view(-1, N, 3)[:, :n].double().cpu().numpy()
+    basis = basis.reshape(basis.shape[0], n * 3)
+    M = ridge.W @ basis  # (D + 1, N * 3): [code, 1] -> offsets from the kit's mean
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)
+    r = min(rank, len(S))
+    prior_map = torch.from_numpy(U[:, :r] * S[:r]).float()
+    prior_basis = torch.from_numpy(Vt[:r].reshape(r, n, 3)).float()
+    return prior_map, prior_basis
+
+
+def with_prior(model: GLVD, prior_map: torch.Tensor, prior_basis: torch.Tensor) -> GLVD:
+    """The same model starting from (and measuring its offsets against) the identity prior's face."""
+    cfg = ModelConfig.from_dict({**model.cfg.to_dict(), "identity_prior_rank": int(prior_map.shape[1])})
+    out = GLVD(cfg, model.template)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or set(missing) - {"prior_map", "prior_basis"}:
+        raise ValueError(f"cannot add the prior: missing {missing}, unexpected {unexpected}")
+    out.prior_map.copy_(prior_map)
+    out.prior_basis.copy_(prior_basis)
+    return out
 
 
 class CachedFaces:
@@ -119,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--reload-every", type=int, default=500, help="iterations between re-reading the growing cache")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prior-rank", type=int, default=32, help="rank of the identity prior (0: start from the "
+                   "template); fitted on the cache when the model has none")
+    p.add_argument("--kit", default=None, help="ict_facekit_light.npz for the prior (default: $GLVD_KIT or ../shared)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -126,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     state_path = a.out / "state.pt"
     base, prov = load_checkpoint(a.init_from, torch.device("cpu"))
     model = widen(base) if not base.needs_guidance else base
+    if a.prior_rank and not model.cfg.identity_prior_rank:
+        held_out = a.val_shards * json.loads((a.cache / "cache.json").read_text())["faces_per_shard"]
+        model = with_prior(model, *fit_prior(a.cache, model, a.prior_rank, a.kit, skip_faces=held_out))
+        log(f"identity prior: rank {model.cfg.identity_prior_rank}, fitted on {a.cache}")
     trainable_names = [n for n, q in model.named_parameters()
                        if n.startswith(("keypoints.mlp", "keypoints.embed", "keypoints.guide", "vertices.rel",
                                         "vertices.l2", "vertices.l3", "vertices.vertex_embed",

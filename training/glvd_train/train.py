@@ -272,11 +272,12 @@ def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: tor
     """
     from glvd.topology import vertex_normals
 
-    kp_ids, tmpl = model.keypoint_ids, model.template_vertices
+    kp_ids = model.keypoint_ids
     B, V = gt.shape[0], feats.views
-    x_all, kp = model.initial_state(B)  # x_all: every vertex, no gradient (normals; a scatter target)
+    tmpl = model.reference(prep, B)  # the template, or the identity prior's faces (B, N, 3)
+    x_all, kp = model.initial_state(B, prep)  # x_all: every vertex, no gradient (normals; a scatter target)
     x = x_all[:, idx]
-    kp_t = tmpl[kp_ids][None]
+    kp_t = tmpl[:, kp_ids]
     weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
     vert, kp_loss, rise, prev, errs = 0.0, 0.0, gt.new_zeros(()), None, []
     for t in range(steps):

@@ -59,6 +59,9 @@ class ModelConfig:
     # the 68 landmark keypoints sees, per view, its offset to where the detector marks that landmark
     identity_dim: int = 0
     landmark_guidance: bool = False
+    # > 0: the descent starts from, and measures its offsets against, the face the identity code predicts
+    # (a linear field of this rank over the template's vertices, fitted on renders) instead of the template
+    identity_prior_rank: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,6 +76,7 @@ class ModelConfig:
         d.setdefault("camera_refiner", False)
         d.setdefault("identity_dim", 0)
         d.setdefault("landmark_guidance", False)
+        d.setdefault("identity_prior_rank", 0)
         return cls(**d)
 
 
@@ -255,7 +259,8 @@ class VertexModule(nn.Module):
             x: ``(B, N, 3)`` all current vertices; normals ``(B, N, 3)`` (None for one view).
             kp: ``(B, K, 3)`` current keypoints.
             idx: optional ``(P,)`` subset of vertices to move (training).
-            template: ``(N, 3)`` template vertices (needed with ``offset_input``).
+            template: ``(N, 3)`` template vertices, or ``(B, N, 3)`` per-face reference shapes (needed with
+                ``offset_input``).
         Returns:
             ``(B, P, 3)`` new positions of the subset (all vertices when idx is None).
         """
@@ -296,8 +301,11 @@ class VertexModule(nn.Module):
         emb = self.vertex_embed if idx is None else self.vertex_embed[idx]  # (P,H)
         parts = [rel.reshape(B, P, -1), rot]
         if self.offset_input:
-            x_t = template if idx is None else template[idx]
-            parts.append((x - x_t[None]) * IN_SCALE)  # (B,P,3) how far this vertex has already moved
+            # template: (N, 3), or (B, N, 3) per face (the identity prior's reference shape)
+            if template.dim() == 2:
+                template = template[None]
+            x_t = template if idx is None else template[:, idx]
+            parts.append((x - x_t) * IN_SCALE)  # (B,P,3) how far this vertex has already moved
         # h = relu(pre + emb + rel(parts)), (B,P,H)
         h = torch.relu_(F.linear(torch.cat(parts, -1), self.rel.weight, self.rel.bias).add_(pre).add_(emb))
         h = torch.relu_(F.linear(h, self.l2.weight, self.l2.bias))
@@ -371,6 +379,12 @@ class GLVD(nn.Module):
         self.camera_head = CameraHead(gc)
         self.keypoints = KeypointModule(cfg, fc, gc, len(kp_ids)) if cfg.guidance else None
         self.vertices = VertexModule(cfg, fc, gc, template.num_vertices, nbr)
+        if cfg.identity_prior_rank:
+            # the identity prior: reference = template + prior_basis^T ([code, 1] @ prior_map), fitted on renders
+            # (glvd-train guided --prior); buffers, never trained by gradient
+            r = cfg.identity_prior_rank
+            self.register_buffer("prior_map", torch.zeros(cfg.identity_dim + 1, r))
+            self.register_buffer("prior_basis", torch.zeros(r, template.num_vertices, 3))
         self.camera_refiner = None
         if cfg.camera_refiner and self.keypoints is not None:  # it reads the keypoint module's map
             self.camera_refiner = CameraRefiner(cfg.kp_feat * len(fc), self.keypoints.global_proj.out_features,
@@ -427,11 +441,30 @@ class GLVD(nn.Module):
         return bool(self.cfg.identity_dim or self.cfg.landmark_guidance)
 
     def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
-        """Per-call projections of the feature maps (and the guidance), shared by all steps."""
-        return {
+        """Per-call projections of the feature maps (and the guidance), shared by all steps; with an
+        identity prior also ``ref (B, N, 3)``, the face the identity code predicts."""
+        out = {
             "kp": self.keypoints.prepare(feats, guidance) if self.keypoints is not None else None,
             "v": self.vertices.prepare(feats, guidance),
         }
+        if self.cfg.identity_prior_rank:
+            ident = guidance.identity if guidance is not None else torch.zeros(
+                feats.batch, self.cfg.identity_dim, device=self.template_vertices.device)
+            out["ref"] = self.identity_prior(ident)
+        return out
+
+    def identity_prior(self, identity: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` identity codes -> ``(B, N, 3)`` the faces they predict (the template without a prior)."""
+        if not self.cfg.identity_prior_rank:
+            return self.template_vertices[None].expand(identity.shape[0], -1, -1)
+        coef = torch.cat([identity, identity.new_ones(identity.shape[0], 1)], 1) @ self.prior_map
+        return self.template_vertices[None] + torch.einsum("br,rnc->bnc", coef, self.prior_basis)
+
+    def reference(self, prep: dict | None, batch: int) -> torch.Tensor:
+        """What the descent starts from and measures its offsets against: ``(B, N, 3)``."""
+        if prep is not None and prep.get("ref") is not None:
+            return prep["ref"]
+        return self.template_vertices[None].expand(batch, -1, -1)
 
     def step(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
              idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,11 +478,13 @@ class GLVD(nn.Module):
         """
         # normals only weight the views against each other: one view needs none
         normals = vertex_normals(x, self.quads, self._corner_op_on(x.device)) if cams.views > 1 else None
+        ref = prep.get("ref")
+        tmpl = self.template_vertices if ref is None else ref
         if self.keypoints is not None:
-            kp_t = self.template_vertices[self.keypoint_ids][None]
+            kp_t = self.template_vertices[self.keypoint_ids][None] if ref is None else ref[:, self.keypoint_ids]
             kp_n = None if normals is None else normals[:, self.keypoint_ids]
             kp = self.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
-        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx, self.template_vertices)
+        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx, tmpl)
         if self.keypoints is None:
             # the LVD ablation has no keypoint module: its "keypoints" just follow the vertices
             kp = x_new[:, self.keypoint_ids] if idx is None else kp
@@ -462,9 +497,10 @@ class GLVD(nn.Module):
             self._corner_op = self._corner_op.to(device)
         return self._corner_op
 
-    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The starting template and its keypoints, ``(B, N, 3)`` and ``(B, K, 3)``."""
-        x0 = self.template_vertices[None].expand(batch, -1, -1).clone()
+    def initial_state(self, batch: int, prep: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting shape and its keypoints, ``(B, N, 3)`` and ``(B, K, 3)``: the template, or with an
+        identity prior the face it predicts (``prep["ref"]``)."""
+        x0 = self.reference(prep, batch).clone()
         return x0, x0[:, self.keypoint_ids].clone()
 
     def descend(self, feats: FeatureMaps, cams: Cameras, steps: int | None = None,
@@ -477,10 +513,10 @@ class GLVD(nn.Module):
             ``verts (B, T+1, N, 3)`` and ``keypoints (B, T+1, K, 3)``; index 0 is the start.
         """
         steps = self.cfg.steps if steps is None else steps
-        x, kp = self.initial_state(feats.batch)
+        prep = self.prepare(feats) if prep is None else prep
+        x, kp = self.initial_state(feats.batch, prep)
         if x0 is not None:
             x, kp = x0, x0[:, self.keypoint_ids]
-        prep = self.prepare(feats) if prep is None else prep
         xs, kps = [x], [kp]
         for i in range(steps):
             if cancel is not None and cancel.is_set():

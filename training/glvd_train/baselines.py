@@ -328,18 +328,20 @@ def mediapipe_correspondence(template_vertices: np.ndarray, triangles: np.ndarra
 
 
 class MediaPipeMesh:
-    """MediaPipe Face Mesh 0.10.21 on one image: 468 points ``(x, y)`` in pixels and relative depth ``z``.
+    """MediaPipe Face Mesh 0.10.21 (the torch port) on one image: 468 points ``(x, y)`` pixels, relative depth ``z``.
 
     ``z`` is MediaPipe's relative depth, scaled like x (image width units), growing away from the
     camera: with x right and y down the points form a right-handed, weak-perspective 3D shape.
     """
 
     def __init__(self, upscale: int = 384) -> None:
+        # the runtime's torch port of MediaPipe's networks (glvd.mediapipe_torch), as glvd.detect runs them
         from glvd.detect import _mp
+        from glvd.mediapipe_torch.pipeline import FaceMesh
 
+        _mp()  # a clear error when the port's weights are missing
         self.upscale = upscale
-        self._mesh = _mp().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                       refine_landmarks=False, min_detection_confidence=0.3)
+        self._mesh = FaceMesh(refine_landmarks=False, min_detection_confidence=0.3)
 
     def __call__(self, image: np.ndarray | torch.Tensor) -> np.ndarray | None:
         """``image`` ``(S, S, 3)`` uint8 RGB or ``(3, S, S)`` float in [0, 1] -> ``(468, 3)`` pixels, or None."""
@@ -351,16 +353,16 @@ class MediaPipeMesh:
         scale = self.upscale / max(h, w) if self.upscale else 1.0
         img = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC) \
             if scale != 1.0 else image
-        res = self._mesh.process(np.ascontiguousarray(img))
-        if not res.multi_face_landmarks:
+        faces = self._mesh.process(np.ascontiguousarray(img), max_num_faces=1)
+        if not faces:
             return None
         H, W = img.shape[:2]
-        lm = res.multi_face_landmarks[0].landmark
-        pts = np.array([(p.x * W, p.y * H, p.z * W) for p in lm[:468]], np.float64)
+        lm = np.asarray(faces[0].landmarks[:468], np.float64)
+        pts = np.stack([lm[:, 0] * W, lm[:, 1] * H, lm[:, 2] * W], 1)
         return pts / scale
 
     def close(self) -> None:
-        self._mesh.close()
+        pass  # the port holds no native resources
 
 
 def aligned_point_error_mm(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -378,10 +378,13 @@ def main(argv: list[str]) -> int:
             desc = None
             if ridge is not None or model.needs_guidance:
                 full = d["images_full"][i]
-                pts_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
+                found_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
                 pts_full = [p_[:, :2] if p_ is not None else d["landmarks2d"][i, v].numpy() * RENDER_SCALE
-                            for v, p_ in enumerate(pts_full)]
+                            for v, p_ in enumerate(found_full)]
                 desc = identity.describe(list(full), pts_full)
+                # a guided model's landmarks: MediaPipe on the large render (as the cache's), at the crop's scale
+                lm_full = [mediapipe_to_68(p_[:, :2]).astype(np.float32) / RENDER_SCALE if p_ is not None
+                           else np.full((68, 2), np.nan, np.float32) for p_ in found_full]
             lm_sub = INNER51 if mp is not None else None
             for V in a.views:
                 sl = slice(0, V)
@@ -389,8 +392,7 @@ def main(argv: list[str]) -> int:
                 base = {"set": sname, "views": V, "face": i}
                 guidance = None
                 if model.needs_guidance:
-                    nan = np.full((68, 2), np.nan, np.float32)
-                    lm = np.stack([x if x is not None else nan for x in detected[:V]]).astype(np.float32)
+                    lm = np.stack(lm_full[:V])
                     guidance = Guidance(torch.from_numpy(desc[:V]).float().mean(0, keepdim=True),
                                         torch.from_numpy(lm)[None])
 

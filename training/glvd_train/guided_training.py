@@ -233,13 +233,15 @@ def main(argv: list[str] | None = None) -> int:
             if v1 < best[1]:
                 best[1], best[3] = v1, v3
                 provenance = {k: val for k, val in prov.items() if k not in ("path", "saved")}
-                provenance["guided"] = {
+                earlier = prov.get("guided_stages", [])  # each stage appends its record
+                provenance["guided_stages"] = [*earlier, {
                     "from": a.init_from or "shipped", "commit": git_commit(), "iterations": it,
                     "cache_faces": data.faces, "cache_shards": data.shards, "batch": a.batch, "unroll": a.unroll,
                     "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new,
                     "true_camera_frac": a.true_camera_frac, "minutes": round(mins, 1),
                     "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
-                    "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4)}
+                    "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4),
+                    "identity_prior_rank": model.cfg.identity_prior_rank}]
                 save_checkpoint(a.out / "model.pt", model.eval(), provenance)
                 model.train()
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "it": it,

@@ -87,10 +87,33 @@ def test_the_photo_path_through_a_pipeline_equals_eager(checkpoint):
     assert torch.equal(got[2].R, want[2].R) and got[3] == want[3]
 
 
-def test_the_reconstructor_through_a_pipeline_gives_the_eager_result(checkpoint, face_photo):
+def _unguided(checkpoint, tmp_path):
+    """The checkpoint without the guidance inputs (the graphs take images only), or itself."""
+    from glvd.checkpoint import load_checkpoint, save_checkpoint
+    from glvd.model import GLVD, ModelConfig
+
+    model, _ = load_checkpoint(checkpoint, "cpu")
+    if not model.needs_guidance:
+        return checkpoint
+    cfg = ModelConfig.from_dict({**model.cfg.to_dict(), "identity_dim": 0, "landmark_guidance": False,
+                                 "identity_prior_rank": 0})
+    plain = GLVD(cfg, model.template)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    return save_checkpoint(tmp_path / "unguided.pt", plain.eval(), {"trained": False, "note": "test"})
+
+
+def test_a_guided_model_never_takes_the_graph_route(checkpoint, face_photo, tmp_path):
+    rec = glvd.Reconstructor(checkpoint, device="cpu")
+    if not rec.model.needs_guidance:
+        pytest.skip("the shipped checkpoint reads no guidance")
+    rec._pipeline = lambda views, steps: pytest.fail("a guided model went through the graph pipeline")
+    assert np.isfinite(rec.reconstruct(face_photo, steps=2).vertices).all()
+
+
+def test_the_reconstructor_through_a_pipeline_gives_the_eager_result(checkpoint, face_photo, tmp_path):
     """The Reconstructor's graph route (front, then the photo path or the given cameras' descent through the
     pipeline) returns exactly what its eager route does."""
-    rec = glvd.Reconstructor(checkpoint, device="cpu")
+    rec = glvd.Reconstructor(_unguided(checkpoint, tmp_path), device="cpu")
     plain = rec.reconstruct(face_photo, steps=3)
     pipes = []
 

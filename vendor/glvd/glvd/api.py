@@ -222,7 +222,8 @@ class Reconstructor:
             guidance = self.guidance(views, pixels)
         t_id = time.perf_counter()
         progress("encode", "encoding photos")
-        pipeline = self._pipeline(len(views), steps)
+        # the captured graphs take images only: a model that reads the identity code and landmarks runs eagerly
+        pipeline = None if self.model.needs_guidance else self._pipeline(len(views), steps)
         if pipeline is not None:
             feats, prep, estimate = pipeline.front(crops, K_crop)
         else:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from glvd_train.descriptor_ridge import DescriptorRidge
 from glvd_train.feature_cache import FeatureCache, build, existing_shards, shard_path
-from glvd_train.photo_consistency import similarity_align, spread
+from glvd_train.metrics import similarity_align
+from glvd_train.photo_consistency import spread
 
 
 @pytest.fixture(scope="module")
@@ -86,5 +88,5 @@ def test_spread_separates_people_and_ignores_similarity():
             names.append(p)
     out = spread(names, shapes)
     assert out["ratio"] < 0.2 and out["people"] == 3 and out["pairs"] == 9
-    moved = similarity_align(shapes[0], shapes[1])
+    moved = similarity_align(torch.from_numpy(shapes[0])[None], torch.from_numpy(shapes[1])[None])[0].numpy()
     assert np.linalg.norm(moved - shapes[1], axis=1).mean() < np.linalg.norm(shapes[0] - shapes[1], axis=1).mean()

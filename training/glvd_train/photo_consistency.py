@@ -14,31 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from glvd.topology import default_kit_path
+
+from .metrics import similarity_align
 
 
 def default_photos_dir() -> Path:
     return default_kit_path().parent.parent / "photos_identity"
 
 
-def similarity_align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``src (N, 3)`` onto ``dst`` by the least-squares similarity (Umeyama)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    U, S, Vt = np.linalg.svd(d.T @ s / len(src))
-    D = np.eye(3)
-    if np.linalg.det(U @ Vt) < 0:
-        D[2, 2] = -1
-    R = U @ D @ Vt
-    scale = np.trace(np.diag(S) @ D) / s.var(0).sum()
-    return (scale * (R @ src.T)).T + mu_d - scale * R @ mu_s
-
-
 def spread(names: list[str], shapes_mm: list[np.ndarray]) -> dict[str, float]:
     """within, between (mm), their ratio, photo and pair counts."""
-    ref = np.mean(shapes_mm, 0)
-    al = [similarity_align(v, ref) for v in shapes_mm]
+    shapes = torch.from_numpy(np.stack(shapes_mm).astype(np.float64))
+    al = similarity_align(shapes, shapes.mean(0, keepdim=True).expand_as(shapes)).numpy()
     people = sorted(set(names))
     within = [np.linalg.norm(al[i] - al[j], axis=1).mean()
               for i in range(len(al)) for j in range(i + 1, len(al)) if names[i] == names[j]]
@@ -74,8 +64,6 @@ def photo_spread(folder: Path, methods: dict[str, Callable[[Path], np.ndarray]],
 
 def ridge_method(ridge, face_model) -> Callable[[Path], np.ndarray]:
     """Baseline (f) on a photo: MediaPipe on the full photo, the chip, the descriptor, the ridge."""
-    import torch
-
     from glvd.detect import detect_faces
     from glvd.identity import IdentityEncoder
     from glvd.preprocess import load_image

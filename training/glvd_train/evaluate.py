@@ -339,7 +339,8 @@ def main(argv: list[str]) -> int:
     from glvd.identity import IdentityEncoder
     from glvd.model import Guidance
 
-    identity = IdentityEncoder()
+    # the descriptors of (f) and of a model that reads them (loaded only when one of the two needs it)
+    identity = IdentityEncoder() if ridge is not None or model.needs_guidance else None
     noise_gen = torch.Generator().manual_seed(1234 + a.seed)
     rec: list[dict] = []
     curves: dict[tuple[str, int, str], list[list[float]]] = defaultdict(list)
@@ -373,10 +374,9 @@ def main(argv: list[str]) -> int:
                     detected.append(None)
                     lm_source["GT + 2 px noise"] += 1
             lm_real = torch.stack(lms)
-            # the identity descriptors of (f) and of a model that reads them: MediaPipe on the large render
-            # (the truth where it finds nothing)
+            # the identity descriptors: MediaPipe on the large render (the truth where it finds nothing)
             desc = None
-            if ridge is not None or model.needs_guidance:
+            if identity is not None:
                 full = d["images_full"][i]
                 found_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
                 pts_full = [p_[:, :2] if p_ is not None else d["landmarks2d"][i, v].numpy() * RENDER_SCALE
@@ -384,7 +384,7 @@ def main(argv: list[str]) -> int:
                 desc = identity.describe(list(full), pts_full)
                 # a guided model's landmarks: MediaPipe on the large render (as the cache's), at the crop's scale
                 lm_full = [mediapipe_to_68(p_[:, :2]).astype(np.float32) / RENDER_SCALE if p_ is not None
-                           else np.full((68, 2), np.nan, np.float32) for p_ in found_full]
+                           else None for p_ in found_full]
             lm_sub = INNER51 if mp is not None else None
             for V in a.views:
                 sl = slice(0, V)
@@ -392,9 +392,7 @@ def main(argv: list[str]) -> int:
                 base = {"set": sname, "views": V, "face": i}
                 guidance = None
                 if model.needs_guidance:
-                    lm = np.stack(lm_full[:V])
-                    guidance = Guidance(torch.from_numpy(desc[:V]).float().mean(0, keepdim=True),
-                                        torch.from_numpy(lm)[None])
+                    guidance = Guidance.of_views(desc[:V].mean(0), lm_full[:V])
 
                 def add(method: str, pred: torch.Tensor, secs: float | None, base=base, gt=gt, key=key) -> dict:
                     r = {**base, "method": method, "time": secs, **scorer.score(pred, gt, key)}

@@ -50,13 +50,14 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
         identity = IdentityEncoder()
     for p in range(people):
         feats = model.encode(s["images"][p, :, None])  # every photo on its own: (M, 1, 3, S, S)
-        prep = model.prepare(feats, _guidance(identity, s["images"][p], detect) if identity is not None else None)
+        lms = [detect(im) for im in s["images"][p]] if detect is not None else [None] * photos
+        guidance = _guidance(identity, s["images"][p], lms, model.cfg.identity_dim) if identity is not None else None
+        prep = model.prepare(feats, guidance)
         cams = model.estimate_cameras(feats, s["K"][p, :, None], prep)
         if detect is not None:
             # (M, 1) cameras seen as M views of one face: PnP places each on its own either way
             as_views = Cameras(cams.K.transpose(0, 1), cams.R.transpose(0, 1), cams.t.transpose(0, 1))
-            as_views, src = landmark_cameras(as_views, [detect(im) for im in s["images"][p]],
-                                             model.template.vertices[lm_ids], prior=as_views)
+            as_views, src = landmark_cameras(as_views, lms, model.template.vertices[lm_ids], prior=as_views)
             cams = Cameras(cams.K, as_views.R.transpose(0, 1), as_views.t.transpose(0, 1))
             placed += sum(x != FROM_HEAD for x in src)
         xs, _ = model.descend(feats, cams, steps, prep=prep)
@@ -69,18 +70,12 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
             "people": people, "photos": photos, "placed_by_landmarks": placed if detect is not None else None}
 
 
-def _guidance(identity, images: torch.Tensor, detect):
-    """Per photo (as M one-view faces): the descriptor of the chip on the detected 68 (the crop itself; the
-    truth is unknown here, so a photo without landmarks gets the zero code) and those landmarks."""
+def _guidance(identity, images: torch.Tensor, lms: list[np.ndarray | None], dim: int):
+    """Per photo (as M one-view faces): the descriptor of the chip on its detected 68 ``lms`` (the crop
+    itself; the truth is unknown here, so a photo without landmarks gets the zero code) and those landmarks."""
     from glvd.model import Guidance
 
-    M = images.shape[0]
     rgb = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).byte().numpy()
-    lms = [detect(im) if detect is not None else None for im in images]
-    ident = torch.zeros(M, 128)
-    lm = torch.full((M, 1, 68, 2), float("nan"))
-    for m, pts in enumerate(lms):
-        if pts is not None:
-            ident[m] = torch.from_numpy(identity.describe([rgb[m]], [np.asarray(pts, np.float32)])[0])
-            lm[m, 0] = torch.from_numpy(np.asarray(pts, np.float32))
-    return Guidance(ident, lm)
+    faces = [Guidance.of_views(identity.describe([rgb[m]], [pts])[0] if pts is not None else np.zeros(dim), [pts])
+             for m, pts in enumerate(lms)]
+    return Guidance(torch.cat([g.identity for g in faces]), torch.cat([g.landmarks for g in faces]))

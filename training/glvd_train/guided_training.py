@@ -29,6 +29,7 @@ import torch
 
 from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint, save_checkpoint
+from glvd.facenet import DESCRIPTOR_DIM
 from glvd.landmarks_map import mediapipe_to_68
 from glvd.model import GLVD, Guidance, ModelConfig
 
@@ -38,7 +39,7 @@ from .train import git_commit, jitter_cameras, unrolled_field_losses
 NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight")
 
 
-def widen(model: GLVD, identity_dim: int = 128, landmarks: bool = True) -> GLVD:
+def widen(model: GLVD, identity_dim: int = DESCRIPTOR_DIM, landmarks: bool = True) -> GLVD:
     """The same model with the guidance inputs (zero weights: its output is unchanged)."""
     cfg = ModelConfig.from_dict({**model.cfg.to_dict(), "identity_dim": identity_dim,
                                  "landmark_guidance": landmarks})

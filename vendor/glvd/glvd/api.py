@@ -117,13 +117,10 @@ class Reconstructor:
         found = [(img, v.landmarks_dense) for img, v in zip(images, views, strict=True)
                  if v.landmarks_dense is not None]
         if found:
-            desc = torch.from_numpy(self._identity.describe([f[0] for f in found], [f[1] for f in found]))
-            identity = desc.mean(0, keepdim=True)
+            identity = self._identity.describe([f[0] for f in found], [f[1] for f in found]).mean(0)
         else:
-            identity = torch.zeros(1, self.model.cfg.identity_dim or 128)
-        nan = np.full((68, 2), np.nan, np.float32)
-        lm = np.stack([v.landmarks68_crop if v.landmarks68 is not None else nan for v in views])
-        return Guidance(identity.float(), torch.from_numpy(lm)[None]).to(self.device)
+            identity = np.zeros(self.model.cfg.identity_dim, np.float32)
+        return Guidance.of_views(identity, [v.landmarks68_crop for v in views]).to(self.device)
 
     def _pipeline(self, views: int, steps: int):
         """The CUDA-graph pipeline for this shape, captured on first use; None on the CPU, when disabled, or

@@ -23,6 +23,7 @@ from .camera_refine import CameraRefiner
 from .cameras import FRONTAL_R, Cameras, matrix_to_rotation_6d, rotation_6d_to_matrix
 from .encoder import FeatureMaps, ImageEncoder
 from .errors import Cancelled
+from .facenet import DESCRIPTOR_DIM
 from .pooled_sampling import pooled_samples
 from .sampling import sample_maps, sample_maps_channels_first
 from .topology import Template, nearest_keypoints, quad_corner_operator, vertex_normals
@@ -124,9 +125,17 @@ class Guidance:
     landmarks: torch.Tensor
 
     @classmethod
-    def none(cls, batch: int, views: int, device: torch.device, dim: int = 128) -> Guidance:
+    def none(cls, batch: int, views: int, device: torch.device, dim: int = DESCRIPTOR_DIM) -> Guidance:
         return cls(torch.zeros(batch, dim, device=device), torch.full((batch, views, 68, 2), float("nan"),
                                                                         device=device))
+
+    @classmethod
+    def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None]) -> Guidance:
+        """One face (batch 1): its identity code ``(D,)`` and per view the ``(68, 2)`` crop-pixel landmarks,
+        or None where the detector found none (NaN)."""
+        nan = np.full((68, 2), np.nan, np.float32)
+        lm = np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks68])
+        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), torch.from_numpy(lm)[None])
 
     def to(self, device: torch.device) -> Guidance:
         return Guidance(self.identity.to(device), self.landmarks.to(device))
@@ -162,7 +171,7 @@ class KeypointModule(nn.Module):
         out = {"map": fused, "global": self.global_proj(feats.global_)}
         if self.guide is not None:
             out["guidance"] = guidance if guidance is not None else Guidance.none(
-                feats.batch, feats.views, feats.global_.device, self.identity_dim or 128)
+                feats.batch, feats.views, feats.global_.device, self.identity_dim or DESCRIPTOR_DIM)
         return out
 
     def guidance_features(self, g: Guidance, cams: Cameras, uv: torch.Tensor, depth: torch.Tensor,

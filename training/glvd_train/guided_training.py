@@ -55,15 +55,14 @@ def fit_prior(cache: Path, model: GLVD, rank: int, kit: str | None = None,
     """The identity prior: baseline (f)'s ridge (descriptor -> the kit's identity) times the kit's identity
     basis over the face area, as a linear field of vertex offsets, truncated to ``rank`` by an SVD.
     Returns ``prior_map (D + 1, r)`` and ``prior_basis (r, N, 3)`` (metres)."""
+    from .baselines import FaceModel
     from .descriptor_ridge import fit_from_cache
     from .synth.morphable import HeadModel
 
     ridge = fit_from_cache(cache, skip_faces)
-    head = HeadModel.load(kit)
-    n, N = model.template.num_vertices, head.num_vertices
-    basis = head.id_basis.view(-1, N, 3)[:, :n].double().cpu().numpy()
-    basis = basis.reshape(basis.shape[0], n * 3)
-    M = ridge.W @ basis  # (D + 1, N * 3): [code, 1] -> offsets from the kit's mean
+    face = FaceModel.from_head(HeadModel.load(kit), model.template.triangles())
+    n = face.mean.shape[0]
+    M = ridge.W @ face.identity.double().numpy().reshape(face.num_identity, n * 3)  # [code, 1] -> offsets
     U, S, Vt = np.linalg.svd(M, full_matrices=False)
     r = min(rank, len(S))
     prior_map = torch.from_numpy(U[:, :r] * S[:r]).float()

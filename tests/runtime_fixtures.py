@@ -5,11 +5,43 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from glvd.model import GLVD, ModelConfig
 from glvd_train.tinykit import make_tiny_kit
 from glvd.topology import load_kit, template_from_kit
+
+#: real photos of 9 people (evaluation only, never trained on): the reference tests use them when present
+IDENTITY_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos_identity"
+
+
+def package_photos() -> dict[str, np.ndarray]:
+    """The real face photos that ship in scikit-image and matplotlib: name -> RGB uint8 (those installed)."""
+    from glvd.preprocess import load_image
+
+    photos: dict[str, np.ndarray] = {}
+    try:
+        from skimage import data
+
+        photos["astronaut"] = np.ascontiguousarray(data.astronaut())
+    except ImportError:
+        pass
+    try:
+        from matplotlib import cbook
+
+        photos["grace_hopper"] = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    except ImportError:
+        pass
+    return photos
+
+
+def identity_photos() -> dict[str, np.ndarray]:
+    """The shared identity set (empty when ../shared is absent): file stem -> RGB uint8."""
+    from glvd.preprocess import load_image
+
+    return {p.stem: load_image(p) for p in sorted(IDENTITY_PHOTOS.glob("*.jpg"))}
+
 
 SMALL = ModelConfig(image_size=64, encoder_widths=(8, 16, 16, 24, 32), kp_feat=8, kp_hidden=32, kp_embed=8,
                     vert_hidden=16, neighbours=4, steps=3)

@@ -18,8 +18,8 @@ import torch
 
 from glvd.face_chip import face_chip, five_points_from_mediapipe, pyramid_down
 from glvd.facenet import DESCRIPTOR_DIM, FaceNetError, describe, load_facenet, padded_add
+from runtime_fixtures import IDENTITY_PHOTOS, identity_photos, package_photos
 
-SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos_identity"
 #: Measured (see the closing note of session 14): a 0.5 chip-pixel shift of dlib's own
 #: five points moves its descriptor by 0.05; MediaPipe's and dlib's points differ by
 #: ~2 chip px, so our alignment lands 0.09 from dlib's at the median.
@@ -87,27 +87,15 @@ def _dlib():
 
 
 def _photos() -> list[tuple[str, str, np.ndarray]]:
-    """(person, name, RGB) for the shared identity set, astronaut and grace_hopper."""
-    from PIL import Image
-
-    out = []
-    from skimage import data
-
-    out.append(("astronaut", "astronaut", data.astronaut()))
-    import matplotlib.cbook as cbook
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        out.append(("grace_hopper", "grace_hopper", np.array(Image.open(f).convert("RGB"))))
-    for p in sorted(SHARED_PHOTOS.glob("*.jpg")):
-        person = p.stem.split("_")[1]
-        out.append((person, p.name, np.array(Image.open(p).convert("RGB"))))
-    return out
+    """(person, name, RGB) for astronaut, grace_hopper and the shared identity set."""
+    out = [(name, name, img) for name, img in package_photos().items()]
+    return out + [(stem.split("_")[1], stem, img) for stem, img in identity_photos().items()]
 
 
 @pytest.fixture(scope="module")
 def photo_rows(net):
-    if not SHARED_PHOTOS.is_dir():
-        pytest.skip(f"{SHARED_PHOTOS} is absent (the >= 20 real photos this test needs)")
+    if not IDENTITY_PHOTOS.is_dir():
+        pytest.skip(f"{IDENTITY_PHOTOS} is absent (the >= 20 real photos this test needs)")
     from glvd.detect import detect_faces, mediapipe_available
 
     if not mediapipe_available():

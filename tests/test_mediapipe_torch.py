@@ -33,9 +33,9 @@ from glvd.mediapipe_torch.tflite_graph import (
     transform_landmarks,
     transform_tensor_bilinear,
 )
+from runtime_fixtures import IDENTITY_PHOTOS, identity_photos, package_photos
 
 REPO = Path(__file__).resolve().parents[1]
-IDENTITY_PHOTOS = REPO.parent / "shared" / "data" / "photos_identity"
 MEDIAN_PX = 0.5
 MAX_PX = 1.5
 
@@ -221,21 +221,7 @@ def _package_photos() -> dict[str, np.ndarray]:
     """The photos that ship in scikit-image and matplotlib, plus turned / mirrored / shrunk copies."""
     import cv2
 
-    photos: dict[str, np.ndarray] = {}
-    try:
-        from skimage import data
-
-        photos["astronaut"] = np.ascontiguousarray(data.astronaut())
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        from glvd.preprocess import load_image
-
-        photos["grace_hopper"] = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    except ImportError:
-        pass
+    photos = package_photos()
     for name, img in list(photos.items()):
         h, w = img.shape[:2]
         photos[f"{name}_mirrored"] = np.ascontiguousarray(img[:, ::-1])
@@ -245,12 +231,6 @@ def _package_photos() -> dict[str, np.ndarray]:
         big[h // 2: h // 2 + h, w: 2 * w] = img
         photos[f"{name}_small_in_wide"] = big
     return photos
-
-
-def _identity_photos() -> dict[str, np.ndarray]:
-    from glvd.preprocess import load_image
-
-    return {p.stem: load_image(p) for p in sorted(IDENTITY_PHOTOS.glob("*.jpg"))}
 
 
 _REFERENCE: dict = {}
@@ -337,7 +317,7 @@ def test_mesh_matches_mediapipe_package_photos(refine: bool) -> None:
 @pytest.mark.skipif(not IDENTITY_PHOTOS.is_dir(), reason=f"the shared identity photos are absent ({IDENTITY_PHOTOS})")
 @pytest.mark.parametrize("refine", [True, False], ids=["478_attention", "468"])
 def test_mesh_matches_mediapipe_identity_photos(refine: bool) -> None:
-    photos = _identity_photos()
+    photos = identity_photos()
     result = _compare(photos, refine)
     assert len(result) >= 0.9 * len(photos), f"faces found in {len(result)} of {len(photos)} photos"
     _check(result)

@@ -9,7 +9,8 @@ from runtime_fixtures import SMALL, small_model, tiny_kit
 
 from glvd.cameras import euler_to_matrix
 from glvd.checkpoint import save_checkpoint
-from glvd_train.evaluate import Scorer, main, per_step_v2v
+from glvd_train.evaluate import main
+from glvd_train.evaluate_scoring import Scorer, per_step_v2v
 from glvd_train.metrics import similarity_align, vertex_error_mm
 from glvd_train.surface import Surface, chamfer, closest_point_on_triangles
 from glvd.topology import load_kit, template_from_kit
@@ -110,6 +111,23 @@ def test_per_step_errors_start_at_the_template():
     assert e[0] == pytest.approx(vertex_error_mm(xs[:1], gt[None]).item(), rel=1e-6)
 
 
+def test_targets_table_gives_one_row_per_measurement_with_its_threshold():
+    from glvd_train.evaluate_results import M_GLVD_EST, M_GLVD_TRUE, M_TEMPLATE, Evaluation
+    from glvd_train.evaluate_targets import TARGETS, target_rows
+
+    recs = [{"set": "held-out", "views": 1, "face": f, "method": m, "time": 0.1, "v2v": v, "v2v_n": v, "surf": v,
+             "surf_n": v, "lm68": v} for f in (0, 1) for m, v in ((M_GLVD_EST, 1.0), (M_GLVD_TRUE, 0.9),
+                                                                   (M_TEMPLATE, 3.0))]
+    ev = Evaluation(records=recs, info={"provenance": {}, "ablation_provenance": None})
+    rows = list(target_rows(ev))
+    assert rows[0].target == "1-view error <= 0.4x template" and rows[0].ok  # 1.0 <= 0.4 * 3.0
+    assert rows[0].measured == "GLVD 1.00 mm (true cameras 0.90) vs template 3.00 mm: 0.33x"
+    assert rows[1].target == "beats the LVD ablation by >= 10%" and rows[1].ok is None  # no ablation
+    assert [t.limit for t in TARGETS[:2]] == [0.4, 0.3]
+    ev.records = [{**r, "v2v": 2.0} if r["method"] == M_GLVD_EST else r for r in recs]
+    assert next(target_rows(ev)).ok is False  # 2.0 > 0.4 * 3.0
+
+
 def test_evaluate_end_to_end_on_the_tiny_kit(tmp_path):
     kit = tiny_kit(tmp_path)
     ckpt = save_checkpoint(tmp_path / "m.pt", small_model(kit), {"trained": True, "commit": "abc", "iterations": 5,
@@ -174,7 +192,7 @@ def test_runtime_cli_points_training_and_evaluation_at_glvd_train(capsys):
 
 def test_run_glvd_photo_path_uses_the_landmark_cameras(tmp_path):
     """With detected landmarks, run_glvd also runs the runtime's photo path (PnP cameras, descent, PnP again)."""
-    from glvd_train.evaluate import run_glvd
+    from glvd_train.evaluate_runner import run_glvd
     from glvd_train.synth import SynthConfig, SyntheticFaces
 
     kit = tiny_kit(tmp_path)

@@ -91,7 +91,8 @@ def test_cli_batch_end_to_end(tmp_path):
     Image.fromarray(np.full((240, 320, 3), 127, np.uint8)).save(tmp_path / "blank.png")
     out = tmp_path / "out"
     r = _cli("batch", str(tmp_path / "astronaut.jpg"), str(tmp_path / "pair"), str(tmp_path / "blank.png"),
-             "-o", str(out), "--format", "obj", "--steps", "2", "--checkpoint", str(ckpt), "--device", "cpu", "--json")
+             "-o", str(out), "--format", "obj", "--steps", "2", "--checkpoint", str(ckpt), "--device", "cpu", "--json",
+             "--mode", "face")
     assert r.returncode == 7, r.stderr
     assert "[3/3] blank: failed" in r.stderr and r.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == ["astronaut.json", "astronaut.obj", "batch_report.csv",
@@ -100,9 +101,10 @@ def test_cli_batch_end_to_end(tmp_path):
         ("astronaut", "done", ""), ("pair", "done", ""), ("blank", "failed", "no_face")]
     single = tmp_path / "single.obj"
     assert _cli("reconstruct", str(tmp_path / "astronaut.jpg"), "-o", str(single), "--steps", "2",
-                "--checkpoint", str(ckpt), "--device", "cpu", "-q").returncode == 0
+                "--checkpoint", str(ckpt), "--device", "cpu", "-q", "--mode", "face").returncode == 0
     np.testing.assert_array_equal(read_obj_vertices(out / "astronaut.obj"), read_obj_vertices(single))
     r = subprocess.run([sys.executable, "-m", "glvd", "batch", str(tmp_path / "astronaut.jpg"), "-o", str(out),
-                        "--format", "obj", "--checkpoint", str(ckpt), "--skip-existing"], capture_output=True,
+                        "--format", "obj", "--checkpoint", str(ckpt), "--skip-existing", "--mode", "face"],
+                       capture_output=True,
                        text=True, env=ENV, timeout=300)
     assert r.returncode == 0 and "skipped" in r.stderr

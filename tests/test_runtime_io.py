@@ -150,7 +150,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
     out = tmp_path / "face.obj"
     r = _cli("reconstruct", str(photo), "-o", str(out), "--steps", "3", "--checkpoint", str(ckpt),
-             "--device", "cpu", "--all-steps", "--json", str(tmp_path / "r.json"))
+             "--device", "cpu", "--all-steps", "--json", str(tmp_path / "r.json"), "--mode", "face")
     assert r.returncode == 0, r.stderr
     assert "UNTRAINED" in r.stderr and "step 3/3" in r.stderr
     assert r.stdout == ""
@@ -164,9 +164,12 @@ def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
     assert meta["focal_sources"] == api.focal_sources and len(meta["focal_sources"]) == 1
     glb = tmp_path / "face.glb"
     assert _cli("reconstruct", str(photo), "-o", str(glb), "--steps", "2", "--checkpoint", str(ckpt),
-                "-q", "--lens-35mm", "50", "--json", str(tmp_path / "g.json")).returncode == 0
+                "-q", "--lens-35mm", "50", "--json", str(tmp_path / "g.json"), "--mode", "face").returncode == 0
     assert json.loads((tmp_path / "g.json").read_text())["focal_sources"] == ["lens 50 mm"]
     assert glb.read_bytes()[:4] == b"glTF"
+    # the whole head (the default) is built around the kit's face area only: the tiny kit's checkpoint is refused
+    r = _cli("reconstruct", str(photo), "-o", str(tmp_path / "head.obj"), "--checkpoint", str(ckpt), "-q")
+    assert r.returncode == 2 and "--mode face" in r.stderr and not (tmp_path / "head.obj").exists()
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
@@ -175,7 +178,7 @@ def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
 ])
 def test_cli_exit_codes(ckpt, blank, tmp_path, args, code, message):
     args = [str(blank) if a == "BLANK" else str(tmp_path / a) for a in args]
-    r = _cli("reconstruct", *args, "-o", str(tmp_path / "x.obj"), "--checkpoint", str(ckpt))
+    r = _cli("reconstruct", *args, "-o", str(tmp_path / "x.obj"), "--checkpoint", str(ckpt), "--mode", "face")
     assert r.returncode == code and message in r.stderr
     assert not (tmp_path / "x.obj").exists()
 

@@ -291,18 +291,26 @@ def test_cli_reconstruct_writes_texture(face_photo: Path, checkpoint: Path, tmp_
     from glvd.cli import main
 
     obj, png, glb = tmp_path / "face.obj", tmp_path / "face.png", tmp_path / "face.glb"
-    rc = main(["reconstruct", str(face_photo), "-o", str(obj), "--texture", str(png), "--texture-size", "256",
-               "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "2", "-q"])
-    assert rc == 0
     from PIL import Image
 
+    from glvd.api import Reconstructor
+
+    head = Reconstructor(checkpoint=checkpoint, device="cpu").template.num_vertices == 9409
+    mode = "head" if head else "face"  # the whole head needs the kit's face area (not the tiny kit's)
+    rc = main(["reconstruct", str(face_photo), "-o", str(obj), "--texture", str(png), "--texture-size", "256",
+               "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "2", "-q", "--mode", mode])
+    assert rc == 0
     im = np.asarray(Image.open(png))
-    assert im.shape == (256, 256, 3) and im.std() > 5  # a photo, not a flat fill
+    # the head's skin: the face tile and the back of the head's, side by side
+    assert im.shape == ((256, 512, 3) if head else (256, 256, 3)) and im.std() > 5  # a photo, not a flat fill
     text = obj.read_text()
-    assert "mtllib face.mtl" in text and "usemtl glvd_face" in text
+    material = "glvd_skin" if head else "glvd_face"
+    assert "mtllib face.mtl" in text and f"usemtl {material}" in text
     assert "map_Kd face.png" in (tmp_path / "face.mtl").read_text()
+    if head:
+        assert "usemtl glvd_teeth" in text and "usemtl glvd_iris" in text
     rc = main(["reconstruct", str(face_photo), "-o", str(glb), "--texture", str(png), "--texture-size", "128",
-               "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "1", "-q"])
+               "--checkpoint", str(checkpoint), "--device", "cpu", "--steps", "1", "-q", "--mode", mode])
     assert rc == 0
     data = glb.read_bytes()
     assert b'"image/png"' in data and b"\x89PNG" in data

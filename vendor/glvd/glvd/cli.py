@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="reconstruct one face from 1-8 photos of it")
     r.add_argument("images", nargs="+", help="photos of one person (JPEG, PNG, WebP, TIFF)")
-    r.add_argument("-o", "--output", required=True, help="output mesh: .obj, .ply or .glb (one morph target per step)")
+    r.add_argument("-o", "--output", required=True,
+                   help="output mesh: .obj, .ply or .glb (one morph target per step, and per ARKit key for a head)")
     r.add_argument("--steps", type=int, default=10, help="descent steps, 1-30 (default 10)")
     r.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     r.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--lens-35mm", type=float, default=None, metavar="MM",
                    help="lens of photos without an EXIF focal length, 35 mm equivalent (e.g. 26 for a phone); "
                         "default: assume the face 1.2 m from the camera")
+    r.add_argument("--mode", choices=("head", "face"), default="head",
+                   help="head (default): the whole head with eyes, teeth and lashes around the reconstructed face; "
+                        "face: the face area alone")
     r.add_argument("--all-steps", action="store_true", help="also write one file per step (name_step01.obj, ...)")
     r.add_argument("--json", default=None, help="write cameras, their sources, 2D landmarks, timings to this JSON")
     r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
@@ -64,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=None, help="checkpoint file (default: the shipped one)")
     b.add_argument("--lens-35mm", type=float, default=None, metavar="MM",
                    help="lens of photos without an EXIF focal length, 35 mm equivalent")
+    b.add_argument("--mode", choices=("head", "face"), default="head",
+                   help="head (default): the whole head around each face; face: the face area alone")
     b.add_argument("--texture", action="store_true", help="also bake NAME.png from the photos")
     b.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
     b.add_argument("--json", action="store_true", help="also write NAME.json (cameras, landmarks, timings)")
@@ -98,46 +104,82 @@ def _reconstruct(a: argparse.Namespace) -> int:
     rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
     if not rec.trained:
         _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the result is meaningless")
+    if not _head_fits(rec, a.mode):
+        return 2
     res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say, lens_35mm=a.lens_35mm)
-    _write_outputs(res, a.images, out, a.texture, a.texture_size, a.all_steps, a.json, say)
-    say("done", f"wrote {out} ({res.final.shape[0]} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
+    n = _write_outputs(res, a.images, out, a.texture, a.texture_size, a.all_steps, a.json, say, a.mode)
+    say("done", f"wrote {out} ({n} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
     return 0
 
 
+def _head_fits(rec, mode: str) -> bool:
+    """The whole head is built around the kit's face area: say so (before any work) when the checkpoint's
+    template is another mesh."""
+    if mode != "head":
+        return True
+    from .head import load_asset
+
+    n, want = rec.template.num_vertices, load_asset().face_count
+    if n != want:
+        _err(f"--mode head needs a checkpoint on the kit's face area ({want} vertices); {rec.checkpoint_path} has "
+             f"{n}: use --mode face")
+    return n == want
+
+
 def _write_outputs(res, images, out: Path, texture: str | None, texture_size: int, all_steps: bool,
-                   json_path: str | None, say) -> None:
-    """The mesh (and its per-step files, texture and JSON when asked). The mesh is written under a temporary
-    name and renamed last, so an existing ``out`` is always a complete result."""
+                   json_path: str | None, say, mode: str = "head") -> int:
+    """The mesh (and its per-step files, texture and JSON when asked); returns its vertex count. The mesh is
+    written under a temporary name and renamed last, so an existing ``out`` is always a complete result.
+    ``mode``: ``head`` (the whole head, :mod:`glvd.head`) or ``face`` (the face area alone)."""
     import numpy as np
 
+    from .errors import BadRequest
     from .export import write_glb, write_obj, write_ply
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "head":
+        from .head import build_head, export_materials
+
+        head = build_head(res)
+        steps, polys, uvs, puv = head.vertices, head.polygons, head.uvs, head.polygon_uvs
+        pmat, mats = head.polygon_material, export_materials()
+    elif mode == "face":
+        head, steps, polys, uvs, puv, pmat, mats = None, res.vertices, res.quads, res.uvs, res.quad_uvs, None, None
+    else:
+        raise BadRequest(f"unknown output mode {mode!r}: head or face")
     tex_path = None
     if texture:
-        from .texture import bake_texture
-
         say("texture", f"baking texture {texture}")
-        tex_path = bake_texture(res, images, texture, size=texture_size)
+        if head is not None:
+            from .head_texture import bake_head_texture
+
+            tex_path = bake_head_texture(res, head, images, texture, size=texture_size)
+        else:
+            from .texture import bake_texture
+
+            tex_path = bake_texture(res, images, texture, size=texture_size)
 
     def write(path: Path, verts: np.ndarray) -> None:
         if path.suffix.lower() == ".obj":
-            write_obj(path, verts, res.quads, res.uvs, res.quad_uvs, texture=tex_path,
-                      mtl_name=out.with_suffix(".mtl").name)
+            write_obj(path, verts, polys, uvs, puv, texture=tex_path, mtl_name=out.with_suffix(".mtl").name,
+                      polygon_material=pmat, materials=mats)
         elif path.suffix.lower() == ".ply":
-            write_ply(path, verts, res.quads)
+            write_ply(path, verts, polys)
 
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
     try:
         if out.suffix.lower() == ".glb":
             png = Path(tex_path).read_bytes() if tex_path else None
-            write_glb(partial, res.vertices, res.quads, res.uvs, res.quad_uvs, texture_png=png)
+            expr = head.expressions() if head is not None else None
+            write_glb(partial, steps, polys, uvs, puv, texture_png=png, expressions=expr,
+                      expression_names=head.expression_names if head is not None else None,
+                      polygon_material=pmat, materials=mats)
         else:
-            write(partial, res.final)
+            write(partial, steps[-1])
         if all_steps:
             for i in range(1, res.steps + 1):
                 suffix = ".obj" if out.suffix.lower() == ".glb" else out.suffix
-                write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), res.vertices[i])
+                write(out.with_name(f"{out.stem}_step{i:02d}{suffix}"), steps[i])
         if json_path:
             Path(json_path).write_text(json.dumps({
                 "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
@@ -148,6 +190,7 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
     except BaseException:  # a failed write or Ctrl-C: no half-written mesh under either name
         partial.unlink(missing_ok=True)
         raise
+    return int(steps.shape[1])
 
 
 def _batch(a: argparse.Namespace) -> int:
@@ -161,10 +204,13 @@ def _batch(a: argparse.Namespace) -> int:
     rec = Reconstructor(checkpoint=a.checkpoint, device=a.device)
     if not rec.trained:
         _err(f"WARNING: {rec.checkpoint_path} is an UNTRAINED checkpoint; the results are meaningless")
+    if not _head_fits(rec, a.mode):
+        return 2
 
     def write(res, photos, out: Path) -> None:
         _write_outputs(res, [str(p) for p in photos], out, str(out.with_suffix(".png")) if a.texture else None,
-                       a.texture_size, False, str(out.with_suffix(".json")) if a.json else None, lambda *_: None)
+                       a.texture_size, False, str(out.with_suffix(".json")) if a.json else None, lambda *_: None,
+                       a.mode)
 
     t0 = time.perf_counter()
     outcomes = run_batch(lambda photos: rec.reconstruct(photos, steps=a.steps, lens_35mm=a.lens_35mm), write,

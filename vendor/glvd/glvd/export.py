@@ -1,31 +1,91 @@
-"""Mesh files: OBJ, PLY and glTF binary (.glb, one morph target per descent step)."""
+"""Mesh files: OBJ, PLY and glTF binary (.glb, one morph target per descent step and per ARKit expression).
+
+Faces are ``(F, 4)`` vertex ids; ``-1`` in the last column marks a triangle (the whole head has some). A mesh
+with several materials (the whole head, :mod:`glvd.head`) passes ``polygon_material (F,)`` ids into
+``materials``, a list of :class:`Material`.
+"""
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Material:
+    """A material of an exported mesh: a flat colour (linear RGB), or the baked texture where ``textured``."""
+
+    name: str
+    color: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    alpha: float = 1.0
+    roughness: float = 0.7
+    textured: bool = False
+
+
+FACE_MATERIAL = Material("GLVD Face", (1.0, 1.0, 1.0), 1.0, 0.7, True)
+
+
+def _obj_name(m: Material) -> str:
+    return m.name.lower().replace(" ", "_")  # "GLVD Face" -> glvd_face
+
+
+def _faces(quads: np.ndarray) -> list[np.ndarray]:
+    q = np.asarray(quads, np.int64)
+    return [row[row >= 0] for row in q] if (q < 0).any() else list(q)
+
+
+def _groups(n_faces: int, polygon_material: np.ndarray | None, materials: Sequence[Material] | None
+            ) -> list[tuple[Material, np.ndarray]]:
+    """(material, face ids) per material in use; one group of every face without materials."""
+    if polygon_material is None or not materials:
+        return [(FACE_MATERIAL, np.arange(n_faces))]
+    pm = np.asarray(polygon_material, np.int64)
+    if pm.shape != (n_faces,) or pm.min() < 0 or pm.max() >= len(materials):
+        raise ValueError(f"polygon_material must be ({n_faces},) ids into {len(materials)} materials")
+    return [(m, np.nonzero(pm == i)[0]) for i, m in enumerate(materials) if (pm == i).any()]
+
+
 def write_obj(path: str | Path, verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray | None = None,
-              quad_uvs: np.ndarray | None = None, texture: str | None = None, mtl_name: str | None = None) -> Path:
-    """Quads with UVs; ``texture`` (a PNG beside the file) adds an .mtl beside it (``mtl_name``, default the
-    OBJ's name with .mtl: a file written under a temporary name passes its final one)."""
+              quad_uvs: np.ndarray | None = None, texture: str | None = None, mtl_name: str | None = None,
+              polygon_material: np.ndarray | None = None, materials: Sequence[Material] | None = None) -> Path:
+    """Polygons with UVs. An .mtl goes beside it (``mtl_name``, default the OBJ's name with .mtl: a file
+    written under a temporary name passes its final one) when there is a ``texture`` (a PNG beside the file,
+    on the textured material) or materials."""
     path = Path(path)
-    lines = [f"# GLVD Face: {len(verts)} vertices, {len(quads)} quads, metres"]
-    if texture:
+    faces = _faces(quads)
+    lines = [f"# GLVD Face: {len(verts)} vertices, {len(faces)} polygons, metres"]
+    groups = _groups(len(faces), polygon_material, materials)
+    with_mtl = bool(texture) or (materials is not None and polygon_material is not None)
+    if with_mtl:
         mtl = path.with_name(mtl_name) if mtl_name else path.with_suffix(".mtl")
-        mtl.write_text(f"newmtl glvd_face\nKd 1 1 1\nmap_Kd {Path(texture).name}\n")
-        lines += [f"mtllib {mtl.name}", "usemtl glvd_face"]
+        blocks = []
+        for m, _ in groups:
+            b = [f"newmtl {_obj_name(m)}", "Kd {:.4f} {:.4f} {:.4f}".format(*m.color), f"d {m.alpha:g}"]
+            if m.textured and texture:
+                b[1] = "Kd 1 1 1"
+                b.append(f"map_Kd {Path(texture).name}")
+            blocks.append("\n".join(b))
+        mtl.write_text("\n\n".join(blocks) + "\n")
+        lines.append(f"mtllib {mtl.name}")
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
-    if uvs is not None and quad_uvs is not None:
+    has_uv = uvs is not None and quad_uvs is not None
+    if has_uv:
         lines += [f"vt {u:.6f} {v:.6f}" for u, v in uvs]
-        lines += ["f " + " ".join(f"{a + 1}/{t + 1}" for a, t in zip(q, qt, strict=True))
-                  for q, qt in zip(quads, quad_uvs, strict=True)]
-    else:
-        lines += ["f " + " ".join(str(a + 1) for a in q) for q in quads]
+        fuv = np.asarray(quad_uvs, np.int64)
+    for m, ids in groups:
+        if with_mtl:
+            lines.append(f"usemtl {_obj_name(m)}")
+        for i in ids:
+            f = faces[i]
+            if has_uv:
+                lines.append("f " + " ".join(f"{a + 1}/{t + 1}" for a, t in zip(f, fuv[i][: len(f)], strict=True)))
+            else:
+                lines.append("f " + " ".join(str(a + 1) for a in f))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -37,81 +97,139 @@ def read_obj_vertices(path: str | Path) -> np.ndarray:
 
 
 def write_ply(path: str | Path, verts: np.ndarray, quads: np.ndarray) -> Path:
-    """ASCII PLY with quad faces."""
+    """ASCII PLY with polygon faces."""
     path = Path(path)
+    faces = _faces(quads)
     head = ["ply", "format ascii 1.0", f"element vertex {len(verts)}", "property float x", "property float y",
-            "property float z", f"element face {len(quads)}", "property list uchar int vertex_indices", "end_header"]
-    body = [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts] + ["4 " + " ".join(map(str, q)) for q in quads]
+            "property float z", f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    body = [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts] + [f"{len(q)} " + " ".join(map(str, q)) for q in faces]
     path.write_text("\n".join(head + body) + "\n")
     return path
 
 
 def _split_uv_seams(quads: np.ndarray, quad_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """glTF needs one UV per vertex: duplicate vertices on UV seams. Returns (vertex ids, uv ids, triangles)."""
-    pairs = np.stack([quads.reshape(-1), quad_uvs.reshape(-1)], 1)
+    """glTF needs one UV per vertex: duplicate vertices on UV seams. Returns (vertex ids, uv ids, triangles);
+    rows of ``quads`` with ``-1`` last are triangles."""
+    q = np.asarray(quads, np.int64)
+    qu = np.asarray(quad_uvs, np.int64)
+    valid = q >= 0
+    pairs = np.stack([q[valid], qu[valid]], 1)
     uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-    corners = inv.reshape(-1, 4)
-    tris = np.concatenate([corners[:, [0, 1, 2]], corners[:, [0, 2, 3]]], 0)
+    corners = np.full(q.shape, -1, np.int64)
+    corners[valid] = inv.reshape(-1)
+    quad = valid[:, 3]
+    tris = np.concatenate([corners[:, [0, 1, 2]], corners[quad][:, [0, 2, 3]]], 0)
     return uniq[:, 0], uniq[:, 1], tris
 
 
+class _Buffer:
+    """The .glb's binary chunk, its buffer views and accessors."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def view(self, data: bytes, target: int | None = None) -> int:
+        offset = sum(len(b) for b in self.blobs)
+        self.blobs.append(data + b"\0" * ((-len(data)) % 4))
+        v = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
+        if target:
+            v["target"] = target
+        self.views.append(v)
+        return len(self.views) - 1
+
+    def add(self, arr: np.ndarray, target: int | None, comp: int, typ: str, minmax: bool = False) -> int:
+        acc = {"bufferView": self.view(arr.tobytes(), target), "componentType": comp, "count": int(arr.shape[0]),
+               "type": typ}
+        if minmax:
+            acc["min"] = arr.min(0).tolist()
+            acc["max"] = arr.max(0).tolist()
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+    def add_delta(self, d: np.ndarray) -> int:
+        """A morph target's positions: a sparse accessor when most rows are zero (ARKit keys), else dense."""
+        d = np.ascontiguousarray(d, np.float32)
+        rows = np.nonzero(np.abs(d).max(1) > 0)[0].astype(np.uint32)
+        if len(rows) > len(d) // 3:
+            return self.add(d, 34962, 5126, "VEC3", True)
+        acc = {"componentType": 5126, "count": len(d), "type": "VEC3",
+               "min": d.min(0).tolist(), "max": d.max(0).tolist()}
+        if len(rows):
+            acc["sparse"] = {"count": len(rows), "indices": {"bufferView": self.view(rows.tobytes()),
+                                                                   "componentType": 5125},
+                             "values": {"bufferView": self.view(d[rows].tobytes())}}
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
 def write_glb(path: str | Path, steps: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
-              texture_png: bytes | None = None) -> Path:
-    """A .glb whose base mesh is step 0 (the template) with one morph target per step; the last is on.
+              texture_png: bytes | None = None, expressions: np.ndarray | None = None,
+              expression_names: Sequence[str] | None = None, polygon_material: np.ndarray | None = None,
+              materials: Sequence[Material] | None = None, name: str = "GLVD Face") -> Path:
+    """A .glb whose base mesh is step 0 (the template) with one morph target per step (the last one on), then
+    one per expression (``expressions (E, N, 3)`` deltas on the final step, all off); one primitive per
+    material (the textured one shows ``texture_png``).
 
     Args:
         steps: ``(T+1, N, 3)`` vertices per step.
     """
     path = Path(path)
-    vid, uid, tris = _split_uv_seams(quads, quad_uvs)
-    base = steps[0][vid].astype(np.float32)
-    tex = uvs[uid].astype(np.float32).copy()
-    tex[:, 1] = 1.0 - tex[:, 1]  # glTF's v runs down the image
-    blobs: list[bytes] = []
-    views, accessors = [], []
-
-    def add(arr: np.ndarray, target: int | None, comp: int, typ: str, minmax: bool = False) -> int:
-        data = arr.tobytes()
-        offset = sum(len(b) for b in blobs)
-        blobs.append(data + b"\0" * ((-len(data)) % 4))
-        view = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
-        if target:
-            view["target"] = target
-        views.append(view)
-        acc = {"bufferView": len(views) - 1, "componentType": comp, "count": int(arr.shape[0]), "type": typ}
-        if minmax:
-            acc["min"] = arr.min(0).tolist()
-            acc["max"] = arr.max(0).tolist()
-        accessors.append(acc)
-        return len(accessors) - 1
-
-    pos = add(base, 34962, 5126, "VEC3", True)
-    uv = add(tex, 34962, 5126, "VEC2")
-    idx = add(tris.astype(np.uint32).reshape(-1), 34963, 5125, "SCALAR")
-    targets = [{"POSITION": add((s[vid] - steps[0][vid]).astype(np.float32), 34962, 5126, "VEC3", True)}
-               for s in steps[1:]]
-    T = len(targets)
-    prim = {"attributes": {"POSITION": pos, "TEXCOORD_0": uv}, "indices": idx, "targets": targets}
-    gltf = {
-        "asset": {"version": "2.0", "generator": "GLVD Face"},
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": "GLVD Face"}],
-        "meshes": [{"name": "GLVD Face", "primitives": [prim], "weights": [0.0] * (T - 1) + [1.0] if T else [],
-                    "extras": {"targetNames": [f"GLVD {i:02d}" for i in range(1, T + 1)]}}],
-    }
-    if texture_png is not None:
-        img_view = len(views)
-        offset = sum(len(b) for b in blobs)
-        blobs.append(texture_png + b"\0" * ((-len(texture_png)) % 4))
-        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(texture_png)})
-        gltf["images"] = [{"bufferView": img_view, "mimeType": "image/png"}]
+    steps = np.asarray(steps, np.float32)
+    q = np.asarray(quads, np.int64)
+    qu = np.asarray(quad_uvs, np.int64)
+    groups = _groups(len(q), polygon_material, materials)
+    names = [f"GLVD {i:02d}" for i in range(1, len(steps))]
+    if expressions is not None:
+        expressions = np.asarray(expressions, np.float32)
+        if expressions.shape[1:] != steps.shape[1:] or len(expression_names or []) != len(expressions):
+            raise ValueError("expressions must be (E, N, 3) with one name each")
+        names += [str(n) for n in expression_names]
+    buf = _Buffer()
+    gltf: dict = {"asset": {"version": "2.0", "generator": "GLVD Face"}}
+    mats, prims = [], []
+    if texture_png is not None and any(m.textured for m, _ in groups):
+        gltf["images"] = [{"bufferView": buf.view(texture_png), "mimeType": "image/png"}]
         gltf["textures"] = [{"source": 0}]
-        gltf["materials"] = [{"name": "GLVD Face", "pbrMetallicRoughness": {
-            "baseColorTexture": {"index": 0}, "metallicFactor": 0.0, "roughnessFactor": 0.7}}]
-        prim["material"] = 0
-    binary = b"".join(blobs)
+    for m, ids in groups:
+        vid, uid, tris = _split_uv_seams(q[ids], qu[ids])
+        tex = uvs[uid].astype(np.float32).copy()
+        tex[:, 1] = 1.0 - tex[:, 1]  # glTF's v runs down the image
+        base = steps[0][vid]
+        targets = [{"POSITION": buf.add_delta(s[vid] - base)} for s in steps[1:]]
+        if expressions is not None:
+            targets += [{"POSITION": buf.add_delta(e[vid])} for e in expressions]
+        prim = {"attributes": {"POSITION": buf.add(base, 34962, 5126, "VEC3", True),
+                               "TEXCOORD_0": buf.add(tex, 34962, 5126, "VEC2")},
+                "indices": buf.add(tris.astype(np.uint32).reshape(-1), 34963, 5125, "SCALAR"), "targets": targets}
+        pbr = {"baseColorFactor": [*m.color, m.alpha], "metallicFactor": 0.0, "roughnessFactor": m.roughness}
+        if m.textured:
+            if "textures" not in gltf:
+                if materials is None:  # the face alone without a texture: no material, as before
+                    prims.append(prim)
+                    continue
+            else:
+                pbr["baseColorTexture"] = {"index": 0}
+                pbr["baseColorFactor"] = [1.0, 1.0, 1.0, m.alpha]
+        mat = {"name": m.name, "pbrMetallicRoughness": pbr}
+        if m.alpha < 1.0:
+            mat["alphaMode"] = "BLEND"
+        prim["material"] = len(mats)
+        mats.append(mat)
+        prims.append(prim)
+    T = len(steps) - 1
+    weights = [0.0] * (T - 1) + [1.0] if T else []
+    weights += [0.0] * (len(names) - T)
+    gltf.update({"scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": name}],
+                 "meshes": [{"name": name, "primitives": prims, "weights": weights,
+                             "extras": {"targetNames": names}}]})
+    if mats:
+        gltf["materials"] = mats
+    binary = b"".join(buf.blobs)
     gltf["buffers"] = [{"byteLength": len(binary)}]
-    gltf["bufferViews"] = views
-    gltf["accessors"] = accessors
+    gltf["bufferViews"] = buf.views
+    gltf["accessors"] = buf.accessors
     js = json.dumps(gltf, separators=(",", ":")).encode()
     js += b" " * ((-len(js)) % 4)
     out = struct.pack("<III", 0x46546C67, 2, 12 + 8 + len(js) + 8 + len(binary))

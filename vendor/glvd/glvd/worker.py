@@ -28,6 +28,7 @@ MAX_PHOTOS = 8
 MAX_STEPS = 30
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
 MAX_LENS_35MM = 2000.0
+MODES = ("face", "head")  # the face area alone (the default of the protocol), or the whole head (glvd.head)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -110,8 +111,11 @@ def parse_reconstruct(req: dict) -> dict[str, Any]:
     expressions = req.get("expressions", True)
     if not isinstance(expressions, bool):
         raise BadRequest(f"'expressions' must be true or false (got {expressions!r})")
+    mode = req.get("mode", "face")
+    if mode not in MODES:
+        raise BadRequest(f"'mode' must be one of {', '.join(MODES)} (got {mode!r})")
     return {"images": images, "steps": steps, "cameras": cameras, "texture": texture, "lens_35mm": lens,
-            "expressions": expressions, "texture_path": _optional_str(req, "texture_path"),
+            "expressions": expressions, "mode": mode, "texture_path": _optional_str(req, "texture_path"),
             "device": parse_device(req), "checkpoint": _optional_str(req, "checkpoint")}
 
 
@@ -239,11 +243,27 @@ class Worker:
         self.emit("progress", rid, stage="load", step=0, steps=steps, message="loading the model")
         rec = self._reconstructor(req["device"], req["checkpoint"])
         tpl = rec.template
-        topology = {"template": encode_array(tpl.vertices.astype(np.float32)),
-                    "quads": encode_array(tpl.quads.astype(np.int32)), "uvs": encode_array(tpl.uvs),
-                    "quad_uvs": encode_array(tpl.quad_uvs.astype(np.int32))}
+        head = req["mode"] == "head"
+        if head:
+            from .head import export_materials, fit_step, head_topology, load_asset
+
+            asset = load_asset()
+            if tpl.num_vertices != asset.face_count:
+                raise BadRequest(f"'mode': this checkpoint's template has {tpl.num_vertices} vertices, not the "
+                                 f"kit's face area ({asset.face_count}): the whole head cannot be built; use 'face'")
+            ht = head_topology(asset)
+            topology = {"template": encode_array(fit_step(tpl.vertices, asset)[0]),
+                        "quads": encode_array(ht["polygons"].astype(np.int32)), "uvs": encode_array(ht["uvs"]),
+                        "quad_uvs": encode_array(ht["polygon_uvs"].astype(np.int32)),
+                        "polygon_material": encode_array(ht["polygon_material"].astype(np.int32)),
+                        "materials": [{"name": m.name, "color": list(m.color), "alpha": m.alpha,
+                                       "roughness": m.roughness, "textured": m.textured} for m in export_materials()]}
+        else:
+            topology = {"template": encode_array(tpl.vertices.astype(np.float32)),
+                        "quads": encode_array(tpl.quads.astype(np.int32)), "uvs": encode_array(tpl.uvs),
+                        "quad_uvs": encode_array(tpl.quad_uvs.astype(np.int32))}
         # the mesh can be built before the first step arrives, so steps show live from the first run
-        self.emit("topology", rid, **topology)
+        self.emit("topology", rid, mode=req["mode"], **topology)
 
         def on_progress(stage: str, message: str) -> None:
             if stage != "step":
@@ -252,37 +272,48 @@ class Worker:
         def on_step(i: int, verts: np.ndarray) -> None:
             if self.step_delay:
                 time.sleep(self.step_delay)  # tests slow the descent down to cancel mid-run
+            if head:
+                verts = fit_step(verts, asset)[0]
             self.emit("step", rid, step=i, steps=steps, vertices=encode_array(verts.astype(np.float32)))
             self.emit("progress", rid, stage="step", step=i, steps=steps, message=f"step {i}/{steps}")
 
         res = rec.reconstruct(images, cameras=req["cameras"], steps=steps, on_step=on_step,
                               lens_35mm=req["lens_35mm"], cancel=self.cancel, on_progress=on_progress)
-        expr = encode_array(res.expressions()) if req["expressions"] else None
+        shape = res
+        if head:
+            from .head import build_head
+
+            shape = build_head(res, asset)
+        expr = encode_array(shape.expressions()) if req["expressions"] else None
         texture_png, texture_error = None, None
         if req["texture"]:
-            texture_png, texture_error = self._bake(rid, res, images, req["texture"], req["texture_path"])
+            texture_png, texture_error = self._bake(rid, res, images, req["texture"], req["texture_path"],
+                                                    shape if head else None)
         cams = [{"K": res.cameras["K"][v].tolist(), "R": res.cameras["R"][v].tolist(),
                  "t": res.cameras["t"][v].tolist()} for v in range(len(images))]
-        self.emit("result", rid, vertices=encode_array(res.vertices), **topology,
-                  expressions=expr, expression_names=res.expression_names, cameras=cams,
+        self.emit("result", rid, vertices=encode_array(shape.vertices.astype(np.float32)), mode=req["mode"],
+                  **topology, expressions=expr, expression_names=res.expression_names, cameras=cams,
                   texture_png=texture_png, texture_error=texture_error,
                   landmarks2d=encode_array(res.landmarks2d.astype(np.float32)), checkpoint=res.checkpoint,
                   trained=res.trained, timings=res.timings, camera_sources=res.camera_sources,
                   focal_sources=res.focal_sources, focal_codes=[focal_code(s) for s in res.focal_sources],
                   assumed_distance_m=DEFAULT_DISTANCE_M)
 
-    def _bake(self, rid: Any, res, images: list[str], size: int,
-              path: str | None) -> tuple[str | None, str | None]:
-        """Bake the photos into a UV texture; a failure here still delivers the mesh."""
+    def _bake(self, rid: Any, res, images: list[str], size: int, path: str | None,
+              head=None) -> tuple[str | None, str | None]:
+        """Bake the photos into a UV texture (the whole head's, ``2 size x size``, for a ``head``); a failure
+        here still delivers the mesh."""
         import tempfile
 
+        from .head_texture import bake_head_texture
         from .texture import bake_texture
 
         path = path or os.path.join(tempfile.gettempdir(), f"glvd_{os.getpid()}_{rid}.png")
         self.emit("progress", rid, stage="texture", step=res.steps, steps=res.steps, message="baking texture")
         t0 = time.perf_counter()
         try:
-            out = bake_texture(res, images, path, size=size)
+            out = (bake_head_texture(res, head, images, path, size=size) if head is not None
+                   else bake_texture(res, images, path, size=size))
         except Exception as exc:  # the mesh is still worth delivering
             traceback.print_exc(file=sys.stderr)
             return None, f"{type(exc).__name__}: {exc}"

@@ -6,8 +6,8 @@ import torch
 from runtime_fixtures import SMALL, frontal_cameras, small_model, tiny_kit
 from torch.utils.flop_counter import FlopCounterMode
 
+from glvd.camera_head import translation_to_uvz, uvz_to_translation
 from glvd.cameras import Cameras, matrix_to_rotation_6d, rotation_6d_to_matrix
-from glvd.model import translation_to_uvz, uvz_to_translation
 
 
 def _run(model, images, cams, steps=3):

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg
 from glvd.checkpoint import load_checkpoint, save_checkpoint
-from glvd.model import GLVD, translation_to_uvz
+from glvd.camera_head import translation_to_uvz
+from glvd.model import GLVD
 from glvd.pose import POST_DESCENT_ROUNDS
-from glvd.topology import vertex_normals
 
 from .finetune_heads import build_cache
 from .metrics import vertex_error_mm
@@ -75,7 +75,7 @@ def refiner_loss(model: GLVD, c: dict, gen: torch.Generator, head_frac: float) -
     a = torch.rand(B, 1, 1, generator=gen)
     x = tmpl + a * (gt - tmpl)
     with torch.no_grad():
-        normals = vertex_normals(x, model.quads, model._corner_op_on(x.device))[:, ids]
+        normals = model.normals(x)[:, ids]
     pts = x[:, ids] + torch.randn(B, len(ids), 3, generator=gen) * 0.001
     uv_true, _ = true.project(gt[:, ids])
     refined, observed, rounds = model.camera_refiner.trace(c["map"].float(), c["global"], cams, pts, normals, size)

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from glvd.camera_head import translation_to_uvz
 from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg
 from glvd.checkpoint import read_checkpoint, save_checkpoint
-from glvd.model import GLVD, ModelConfig, translation_to_uvz
+from glvd.model import GLVD, ModelConfig
 from glvd.topology import load_kit, template_from_kit
 
 from .metrics import apply_similarity, similarity_transform, vertex_error_mm
@@ -270,27 +271,21 @@ def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: tor
     Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise``, ``total`` (their sum, the rises weighted)
     and ``vert_steps``: the per-step vertex errors (floats).
     """
-    from glvd.topology import vertex_normals
-
     kp_ids = model.keypoint_ids
     B, V = gt.shape[0], feats.views
-    tmpl = model.reference(prep, B)  # the template, or the identity prior's faces (B, N, 3)
     x_all, kp = model.initial_state(B, prep)  # x_all: every vertex, no gradient (normals; a scatter target)
     x = x_all[:, idx]
-    kp_t = tmpl[:, kp_ids]
     weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
     vert, kp_loss, rise, prev, errs = 0.0, 0.0, gt.new_zeros(()), None, []
     for t in range(steps):
         normals = None
         if V > 1:
             with torch.no_grad():
-                normals = vertex_normals(x_all, model.quads, model._corner_op_on(x_all.device))
-        kp_n = None if normals is None else normals[:, kp_ids]
-        kp = model.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
-        x = model.vertices(prep["v"], feats, cams, x_all.index_copy(1, idx, x), kp, normals, idx, tmpl)
+                normals = model.normals(x_all)
+        x, kp = model.step(prep, feats, cams, x_all.index_copy(1, idx, x), kp, idx, normals)
         if V > 1:
             with torch.no_grad():
-                x_all = model.vertices(prep["v"], feats, cams, x_all, kp.detach(), normals, None, tmpl)
+                x_all = model.move_vertices(prep, feats, cams, x_all, kp.detach(), normals)
         e = shape_error_cm(x, gt[:, idx], absolute_weight)
         vert = vert + weights[t] * e
         kp_loss = kp_loss + weights[t] * shape_error_cm(kp, gt[:, kp_ids], absolute_weight)

@@ -9,7 +9,6 @@ embedding. Per-vertex cost is O(N): nothing is computed for vertex pairs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -19,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .camera_head import CameraHead
 from .camera_refine import CameraRefiner
-from .cameras import FRONTAL_R, Cameras, matrix_to_rotation_6d, rotation_6d_to_matrix
+from .cameras import Cameras
 from .encoder import FeatureMaps, ImageEncoder
 from .errors import Cancelled
 from .facenet import DESCRIPTOR_DIM
+from .guidance import LANDMARK_FEATURES, Guidance
 from .pooled_sampling import pooled_samples
 from .sampling import sample_maps, sample_maps_channels_first
 from .topology import Template, nearest_keypoints, quad_corner_operator, vertex_normals
@@ -109,38 +110,6 @@ def view_weights(points: torch.Tensor, normals: torch.Tensor | None, cams: Camer
     return torch.softmax(logits, dim=1)
 
 
-#: per landmark keypoint and view: the offset to the detected landmark (2, camera frame, dm) and a found flag
-LANDMARK_FEATURES = 3
-
-
-@dataclass
-class Guidance:
-    """What the frozen real-face networks say about one batch of faces.
-
-    identity ``(B, D)``: the mean of the views' identity descriptors (glvd.identity; zeros = unknown);
-    landmarks ``(B, V, 68, 2)``: the detector's 68 landmarks in crop pixels, NaN where it found none.
-    """
-
-    identity: torch.Tensor
-    landmarks: torch.Tensor
-
-    @classmethod
-    def none(cls, batch: int, views: int, device: torch.device, dim: int = DESCRIPTOR_DIM) -> Guidance:
-        return cls(torch.zeros(batch, dim, device=device), torch.full((batch, views, 68, 2), float("nan"),
-                                                                        device=device))
-
-    @classmethod
-    def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None]) -> Guidance:
-        """One face (batch 1): its identity code ``(D,)`` and per view the ``(68, 2)`` crop-pixel landmarks,
-        or None where the detector found none (NaN)."""
-        nan = np.full((68, 2), np.nan, np.float32)
-        lm = np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks68])
-        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), torch.from_numpy(lm)[None])
-
-    def to(self, device: torch.device) -> Guidance:
-        return Guidance(self.identity.to(device), self.landmarks.to(device))
-
-
 class KeypointModule(nn.Module):
     """Refines K keypoints: per-view prediction in camera frame, rotated to the head, pooled."""
 
@@ -183,13 +152,8 @@ class KeypointModule(nn.Module):
         if self.identity_dim:
             parts.append(g.identity[:, None, None, :].expand(B, V, Kn, -1))
         if self.landmark_guidance:
-            lm = g.landmarks  # (B,V,68,2) crop pixels, NaN where not found
-            found = torch.isfinite(lm).all(-1, keepdim=True)
-            d_px = torch.where(found, lm - uv[:, :, :68], torch.zeros_like(lm))
-            f = torch.stack([cams.K[..., 0, 0], cams.K[..., 1, 1]], -1)[:, :, None]  # (B,V,1,2)
-            z = depth[:, :, :68, None]
-            metric = d_px / f * z * IN_SCALE
-            lm_feat = torch.cat([metric, found.to(metric.dtype)], -1)
+            metric, found = g.landmark_offsets(cams, uv[:, :, :68], depth[:, :, :68])
+            lm_feat = torch.cat([metric * IN_SCALE, found.to(metric.dtype)], -1)
             pad = lm_feat.new_zeros(B, V, Kn - 68, LANDMARK_FEATURES)
             parts.append(torch.cat([lm_feat, pad], 2))
         return torch.cat(parts, -1)
@@ -321,53 +285,6 @@ class VertexModule(nn.Module):
         return x + F.linear(h, self.l3.weight, self.l3.bias) * OUT_SCALE  # the step is predicted in cm
 
 
-class CameraHead(nn.Module):
-    """Per-view rotation and translation from the global feature and the focal length.
-
-    The translation is parametrised by where the head origin projects (u, v in
-    the crop, normalised) and a depth relative to the focal length, so the
-    prediction is independent of the crop's pixel scale.
-    """
-
-    def __init__(self, global_channels: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(global_channels + 1, 256), nn.ReLU(inplace=True), nn.Linear(256, 9))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-        self.register_buffer("r0", matrix_to_rotation_6d(FRONTAL_R), persistent=False)
-        # a buffer, not a tensor built per call: that would copy from the CPU (a GPU sync, and no CUDA graph)
-        self.register_buffer("uvz0", torch.tensor([0.0, 0.0, math.log(0.2)]), persistent=False)
-
-    def forward(self, feats: FeatureMaps, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``R (B,V,3,3)``, ``t (B,V,3)`` and the raw ``(B,V,3)`` (u, v, log depth) prediction."""
-        B, V = feats.batch, feats.views
-        S = feats.size
-        f = K[..., 0, 0] / S  # (B,V)
-        out = self.mlp(torch.cat([feats.global_.reshape(B, V, -1), torch.log(f)[..., None]], -1))
-        R = rotation_6d_to_matrix(out[..., :6] + self.r0)
-        uvz = out[..., 6:] + self.uvz0
-        t = uvz_to_translation(uvz, K, S)
-        return R, t, uvz
-
-
-def uvz_to_translation(uvz: torch.Tensor, K: torch.Tensor, size: int) -> torch.Tensor:
-    """(u, v in [-1, 1] of the crop, log(depth * S / fx)) -> ``t (..., 3)``."""
-    u = (uvz[..., 0] + 1) * 0.5 * size
-    v = (uvz[..., 1] + 1) * 0.5 * size
-    z = torch.exp(uvz[..., 2]) * K[..., 0, 0] / size
-    x = (u - K[..., 0, 2]) / K[..., 0, 0] * z
-    y = (v - K[..., 1, 2]) / K[..., 1, 1] * z
-    return torch.stack([x, y, z], -1)
-
-
-def translation_to_uvz(t: torch.Tensor, K: torch.Tensor, size: int) -> torch.Tensor:
-    """Inverse of :func:`uvz_to_translation`."""
-    z = t[..., 2]
-    u = K[..., 0, 0] * t[..., 0] / z + K[..., 0, 2]
-    v = K[..., 1, 1] * t[..., 1] / z + K[..., 1, 2]
-    return torch.stack([u / size * 2 - 1, v / size * 2 - 1, torch.log(z * size / K[..., 0, 0])], -1)
-
-
 class GLVD(nn.Module):
     """The whole model: encoder, camera head, keypoint and vertex modules, and the descent loop."""
 
@@ -441,7 +358,7 @@ class GLVD(nn.Module):
             normals = self.template_keypoint_normals[None].expand(cams.batch, -1, -1)
         else:
             points = x[:, self.keypoint_ids]
-            normals = vertex_normals(x, self.quads, self._corner_op_on(x.device))[:, self.keypoint_ids]
+            normals = self.normals(x)[:, self.keypoint_ids]
         return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size, rounds)
 
     @property
@@ -476,28 +393,42 @@ class GLVD(nn.Module):
         return self.template_vertices[None].expand(batch, -1, -1)
 
     def step(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
-             idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             idx: torch.Tensor | None = None, normals: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One descent step: keypoints, then vertices.
 
         Args:
             x: ``(B, N, 3)`` current vertices; kp: ``(B, K, 3)`` current keypoints.
             idx: optional vertex subset (training); then the first output is ``(B, P, 3)``.
+            normals: ``(B, N, 3)`` the normals that weight the views (default: :meth:`normals` of ``x``; a
+                training descent passes those of a gradient-free descent of every vertex).
         Returns:
             new vertices ``(B, N|P, 3)`` and new keypoints ``(B, K, 3)``.
         """
         # normals only weight the views against each other: one view needs none
-        normals = vertex_normals(x, self.quads, self._corner_op_on(x.device)) if cams.views > 1 else None
+        if normals is None and cams.views > 1:
+            normals = self.normals(x)
         ref = prep.get("ref")
-        tmpl = self.template_vertices if ref is None else ref
         if self.keypoints is not None:
             kp_t = self.template_vertices[self.keypoint_ids][None] if ref is None else ref[:, self.keypoint_ids]
             kp_n = None if normals is None else normals[:, self.keypoint_ids]
             kp = self.keypoints(prep["kp"], feats, cams, kp, kp_t, kp_n)
-        x_new = self.vertices(prep["v"], feats, cams, x, kp, normals, idx, tmpl)
+        x_new = self.move_vertices(prep, feats, cams, x, kp, normals, idx)
         if self.keypoints is None:
             # the LVD ablation has no keypoint module: its "keypoints" just follow the vertices
             kp = x_new[:, self.keypoint_ids] if idx is None else kp
         return x_new, kp
+
+    def move_vertices(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
+                      normals: torch.Tensor | None, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The vertex half of :meth:`step`: ``x (B, N, 3)`` moved given the keypoints ``kp (B, K, 3)`` (the subset
+        ``idx`` only when given: ``(B, P, 3)``)."""
+        ref = prep.get("ref")
+        tmpl = self.template_vertices if ref is None else ref
+        return self.vertices(prep["v"], feats, cams, x, kp, normals, idx, tmpl)
+
+    def normals(self, x: torch.Tensor) -> torch.Tensor:
+        """The vertex normals ``(B, N, 3)`` of the meshes ``x (B, N, 3)``."""
+        return vertex_normals(x, self.quads, self._corner_op_on(x.device))
 
     def _corner_op_on(self, device: torch.device) -> torch.Tensor | None:
         if not self.sparse_normals:

@@ -1,0 +1,57 @@
+"""What the frozen real-face networks tell a guided model (:class:`Guidance`): the identity code and the
+detected landmarks, and the landmark evidence the keypoint module reads from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cameras import Cameras
+from .facenet import DESCRIPTOR_DIM
+
+#: per landmark keypoint and view: the offset to the detected landmark (2, camera frame, dm) and a found flag
+LANDMARK_FEATURES = 3
+
+
+@dataclass
+class Guidance:
+    """What the frozen real-face networks say about one batch of faces.
+
+    identity ``(B, D)``: the mean of the views' identity descriptors (glvd.identity; zeros = unknown);
+    landmarks ``(B, V, 68, 2)``: the detector's 68 landmarks in crop pixels, NaN where it found none.
+    """
+
+    identity: torch.Tensor
+    landmarks: torch.Tensor
+
+    @classmethod
+    def none(cls, batch: int, views: int, device: torch.device, dim: int = DESCRIPTOR_DIM) -> Guidance:
+        return cls(torch.zeros(batch, dim, device=device), torch.full((batch, views, 68, 2), float("nan"),
+                                                                        device=device))
+
+    @classmethod
+    def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None]) -> Guidance:
+        """One face (batch 1): its identity code ``(D,)`` and per view the ``(68, 2)`` crop-pixel landmarks,
+        or None where the detector found none (NaN)."""
+        nan = np.full((68, 2), np.nan, np.float32)
+        lm = np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks68])
+        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), torch.from_numpy(lm)[None])
+
+    def to(self, device: torch.device) -> Guidance:
+        return Guidance(self.identity.to(device), self.landmarks.to(device))
+
+    def landmark_offsets(self, cams: Cameras, uv: torch.Tensor, depth: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the detector puts each of the 68 landmarks relative to the landmark keypoints.
+
+        ``uv (B, V, 68, 2)``, ``depth (B, V, 68)``: the keypoints' projections. Returns the offset
+        ``(B, V, 68, 2)`` in metres, the pixel offset back-projected to the keypoint's depth (camera frame;
+        0 where not found), and the found flag ``(B, V, 68, 1)``.
+        """
+        lm = self.landmarks  # (B,V,68,2) crop pixels, NaN where not found
+        found = torch.isfinite(lm).all(-1, keepdim=True)
+        d_px = torch.where(found, lm - uv, torch.zeros_like(lm))
+        f = torch.stack([cams.K[..., 0, 0], cams.K[..., 1, 1]], -1)[:, :, None]  # (B,V,1,2)
+        return d_px / f * depth[..., None], found

@@ -115,11 +115,13 @@ def main() -> None:
     for views, total, enc, kp_ms, v_ms in rows:
         print(f"{views:5d}  {total:8.1f}  {total / ref_ms:6.0f}  {enc:10.1f}  {kp_ms:16.2f}  {v_ms:14.2f}")
     print(f"batched: {B} faces (1 view) in {b_ms:.1f} ms = {B / b_ms * 1000:.1f} faces/s")
-    chip_ms, net_ms = id_rows
+    chip_ms, net_ms, sp_ms = id_rows
     one_view = rows[0][1]
     print(f"identity descriptor per view: chip {chip_ms:.1f} ms + network {net_ms:.1f} ms = {chip_ms + net_ms:.1f} ms "
           f"({(chip_ms + net_ms) / ref_ms:.0f} x_ref); 1 view with it: {one_view + chip_ms + net_ms:.1f} ms "
           f"({(one_view + chip_ms + net_ms) / ref_ms:.0f} x_ref)")
+    print(f"  + dlib's 5-point predictor (alignment='dlib5', numpy, rectangle from the mesh): {sp_ms:.1f} ms "
+          f"-> descriptor {chip_ms + net_ms + sp_ms:.1f} ms per view")
     for faces, views, ms in graph_rows:
         if isinstance(ms, str):
             print(f"CUDA graph, {faces} x {views} views: {ms}")
@@ -129,12 +131,14 @@ def main() -> None:
     print(f"peak RSS: {peak_mb:.0f} MB")
 
 
-def identity_rows(dev: torch.device, runs: int, sync) -> tuple[float, float]:
-    """Median ms of the aligned chip (a 1024 px photo, the face ~300 px wide) and of the descriptor network."""
+def identity_rows(dev: torch.device, runs: int, sync) -> tuple[float, float, float]:
+    """Median ms of the aligned chip (a 1024 px photo, the face ~300 px wide), of the descriptor
+    network and of dlib's 5-point predictor (glvd.shape_predictor, the ``"dlib5"`` alignment)."""
     import numpy as np
 
     from glvd.face_chip import face_chip
     from glvd.facenet import describe, load_facenet
+    from glvd.shape_predictor import ShapePredictor, snap_to_detector
 
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
@@ -145,7 +149,9 @@ def identity_rows(dev: torch.device, runs: int, sync) -> tuple[float, float]:
     for _ in range(3):
         describe(net, chip)
     net_ms = _median_ms(lambda: describe(net, chip), runs, sync)
-    return chip_ms, net_ms
+    predictor = ShapePredictor()
+    sp_ms = _median_ms(lambda: predictor.predict(photo, snap_to_detector((360, 330, 660, 630))), runs, lambda: None)
+    return chip_ms, net_ms, sp_ms
 
 
 if __name__ == "__main__":

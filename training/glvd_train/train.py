@@ -6,6 +6,9 @@ views once, and supervises one descent step from perturbed starting meshes:
 the keypoints and a random subset of vertices are pulled toward the ground
 truth. The camera head is trained on the same batch. A validation descent on
 fixed held-out faces runs every few minutes and is logged to ``log.csv``.
+
+What it minimises is :mod:`glvd_train.losses`'; :func:`train` resolves the recipe (``_recipe``) and hands it
+to a ``_Run`` (the model, its optimizer, the batches, validation and saving).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import time
@@ -21,17 +23,25 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
-from glvd.camera_head import translation_to_uvz
-from glvd.cameras import Cameras, euler_to_matrix, rotation_angle_deg
+from glvd.cameras import Cameras, rotation_angle_deg
 from glvd.checkpoint import read_checkpoint, save_checkpoint
 from glvd.model import GLVD, ModelConfig
 from glvd.topology import load_kit, template_from_kit
 
-from .metrics import apply_similarity, similarity_transform, vertex_error_mm
+# the losses live in .losses; these names stay importable from here (guided_training, finetune_heads, scripts)
+from .losses import (  # noqa: F401
+    CoefficientProbe,
+    LossConfig,
+    field_losses,
+    jitter_cameras,
+    losses,
+    perturbed_start,
+    shape_error_cm,
+    unrolled_field_losses,
+)
+from .metrics import vertex_error_mm
 
 VAL_SEED = 10_000_019  # disjoint from every training seed (training uses seed * 1_000_003 + iteration)
 
@@ -141,200 +151,6 @@ class _BatchDifficulty:
         return curriculum_difficulty(batch_index * self.cfg.reuse, self.cfg)
 
 
-def perturbed_start(template: torch.Tensor, gt: torch.Tensor, gen: torch.Generator, jitter: float = 1.0,
-                    path_prob: float = 0.0) -> torch.Tensor:
-    """Starting meshes: the template, or (with ``path_prob``) a point on the path to the truth.
-
-    Args:
-        template: ``(N, 3)``; gt: ``(B, N, 3)``.
-    Returns:
-        ``(B, N, 3)``: template + a (GT - template), a = 0 or (with ``path_prob``) a in [0, 1],
-        then a small similarity jitter and vertex noise. Path starts carry part of the
-        answer in their shape, so a field trained on them learns to extrapolate its input
-        instead of reading the image; training keeps them off by default.
-    """
-    B, dev = gt.shape[0], gt.device
-    # every draw comes from the CPU generator (same numbers on any device), then moves
-    a = torch.rand(B, 1, 1, generator=gen)
-    a = torch.where(torch.rand(B, 1, 1, generator=gen) >= path_prob, torch.zeros_like(a), a).to(dev)
-    x = template[None] + a * (gt - template[None])
-    ang = torch.randn(B, 3, generator=gen) * math.radians(2.0) * jitter
-    Rj = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2]).to(dev)
-    scale = (1 + 0.03 * jitter * torch.randn(B, 1, 1, generator=gen)).to(dev)
-    shift = (torch.randn(B, 1, 3, generator=gen) * 0.003 * jitter).to(dev)
-    c = x.mean(1, keepdim=True)
-    x = scale * torch.einsum("bij,bnj->bni", Rj, x - c) + c + shift
-    sigma = torch.rand(B, 1, 1, generator=gen) * 0.0015 * jitter
-    return x + (torch.randn(x.shape, generator=gen) * sigma).to(dev)
-
-
-def jitter_cameras(cams: Cameras, gen: torch.Generator, deg: float = 2.0, rel_t: float = 0.01) -> Cameras:
-    """Small errors on known cameras, as an estimate would have."""
-    B, V = cams.batch, cams.views
-    ang = torch.randn(B, V, 3, generator=gen) * math.radians(deg)
-    Rj = euler_to_matrix(ang[..., 0], ang[..., 1], ang[..., 2]).to(cams.R.device)
-    t = cams.t * (1 + rel_t * torch.randn(B, V, 3, generator=gen)).to(cams.t.device)
-    return Cameras(cams.K, Rj @ cams.R, t)
-
-
-def shape_error_cm(pred: torch.Tensor, gt: torch.Tensor, absolute_weight: float) -> torch.Tensor:
-    """Mean vertex error (cm) after a similarity alignment, plus a little of the unaligned error.
-
-    The alignment is computed without gradient and then applied to ``pred``, so the loss
-    teaches the shape (what evaluation scores) and the small absolute term keeps the
-    descent from drifting. A rigid offset the image cannot reveal (a start jittered
-    against imperfect cameras) then no longer swamps the shape signal.
-
-    Args:
-        pred, gt: ``(B, P, 3)`` metres.
-    """
-    with torch.no_grad():
-        tf = similarity_transform(pred.detach(), gt)
-    aligned = (apply_similarity(pred, tf) - gt).norm(dim=-1).mean()
-    absolute = (pred - gt).norm(dim=-1).mean()
-    return (aligned + absolute_weight * absolute) * 100.0
-
-
-class CoefficientProbe(nn.Module):
-    """Training-only: identity and expression coefficients from the encoder's global feature.
-
-    Scored in vertex space through the kit's linear bases, so each mode counts as much as it
-    moves the face. Never part of the shipped model (the fields stay free of the PCA space);
-    it only hands the encoder a direct, low-dimensional shape signal.
-    """
-
-    def __init__(self, global_channels: int, basis: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("basis", basis, persistent=False)  # (C, N_face, 3) cm per unit coefficient
-        self.head = nn.Linear(global_channels, basis.shape[0])
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_kit(cls, kit: dict, global_channels: int) -> CoefficientProbe:
-        n = int(kit["face_area"][1])
-        basis = torch.from_numpy(np.concatenate([kit["identity"][:, :n], kit["expression"][:, :n]], 0)).float()
-        return cls(global_channels, basis)
-
-    def loss(self, global_: torch.Tensor, views: int, coeffs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Mean vertex error (cm) of the probe's shape.
-
-        Args:
-            global_: ``(B*V, G)``; coeffs: ``(B, C)`` true identity + expression; idx: ``(P,)`` vertex subset.
-        """
-        pred = self.head(global_).reshape(-1, views, coeffs.shape[1]).mean(1)  # (B, C): views agree on one face
-        return torch.einsum("bc,cpk->bpk", pred - coeffs, self.basis[:, idx]).norm(dim=-1).mean()
-
-
-def field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor, idx: torch.Tensor,
-                 gen: torch.Generator, jitter: float = 1.0, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
-                 path_prob: float = 0.0, damping: float = 1.0) -> dict[str, torch.Tensor]:
-    """Vertex and keypoint losses (cm) of one descent step on the vertex subset ``idx``.
-
-    The step starts from a perturbed template (:func:`perturbed_start`) or, with ``own_start_frac``, from
-    the model's own state after 1-9 steps; ``damping`` < 1 makes those steps damped,
-    ``x <- x + damping * (step(x) - x)``, for 1-10 steps (``glvd-train finetune-heads --damping``).
-    ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (or cached equivalents).
-    """
-    B, kp_ids = gt.shape[0], model.keypoint_ids
-    if bool(torch.rand((), generator=gen) < own_start_frac):
-        # start where inference would be after some of its steps, so the field learns to correct its own drift
-        k = int(torch.randint(1, max(2, model.cfg.steps + (damping < 1.0)), (), generator=gen))
-        with torch.no_grad():
-            x0, kp0 = model.initial_state(B)
-            for _ in range(k):
-                x1, kp1 = model.step(prep, feats, cams, x0, kp0)
-                if damping == 1.0:
-                    x0, kp0 = x1, kp1
-                else:
-                    x0, kp0 = x0 + damping * (x1 - x0), kp0 + damping * (kp1 - kp0)
-    else:
-        x0 = perturbed_start(model.template_vertices, gt, gen, jitter, path_prob)
-        kp0 = x0[:, kp_ids] + (torch.randn(B, len(kp_ids), 3, generator=gen) * 0.001).to(gt.device)
-    x1, kp1 = model.step(prep, feats, cams, x0, kp0, idx)
-    out = {"vert": shape_error_cm(x1, gt[:, idx], absolute_weight)}
-    if model.keypoints is not None:
-        out["kp"] = shape_error_cm(kp1, gt[:, kp_ids], absolute_weight)
-    return out
-
-
-def unrolled_field_losses(model: GLVD, prep: dict, feats, cams: Cameras, gt: torch.Tensor, idx: torch.Tensor,
-                          steps: int, absolute_weight: float = 1.0, rise_weight: float = 30.0) -> dict:
-    """Errors after each of ``steps`` descent steps from the template, with gradients through the descent.
-
-    What inference does, trained as such: step t's error is weighted t / sum(1..T), so the end matters
-    most but every step counts, and each rise of the batch's vertex error over the previous step adds
-    ``rise_weight`` times the rise. A vertex moves by its own position, the keypoints and (several views)
-    its normal, so the subset ``idx``'s trajectory is exact when the normals come from a gradient-free
-    descent of all vertices. ``gt``: ``(B, N, 3)``; ``prep``: ``model.prepare(feats)`` (gradients reach
-    the encoder through it) or cached equivalents (``glvd-train finetune-heads``).
-    Returns ``vert`` / ``kp`` (weighted errors, cm), ``rise``, ``total`` (their sum, the rises weighted)
-    and ``vert_steps``: the per-step vertex errors (floats).
-    """
-    kp_ids = model.keypoint_ids
-    B, V = gt.shape[0], feats.views
-    x_all, kp = model.initial_state(B, prep)  # x_all: every vertex, no gradient (normals; a scatter target)
-    x = x_all[:, idx]
-    weights = [(t + 1) / (steps * (steps + 1) / 2) for t in range(steps)]
-    vert, kp_loss, rise, prev, errs = 0.0, 0.0, gt.new_zeros(()), None, []
-    for t in range(steps):
-        normals = None
-        if V > 1:
-            with torch.no_grad():
-                normals = model.normals(x_all)
-        x, kp = model.step(prep, feats, cams, x_all.index_copy(1, idx, x), kp, idx, normals)
-        if V > 1:
-            with torch.no_grad():
-                x_all = model.move_vertices(prep, feats, cams, x_all, kp.detach(), normals)
-        e = shape_error_cm(x, gt[:, idx], absolute_weight)
-        vert = vert + weights[t] * e
-        kp_loss = kp_loss + weights[t] * shape_error_cm(kp, gt[:, kp_ids], absolute_weight)
-        if prev is not None:
-            rise = rise + torch.relu(e - prev)
-        prev = e
-        errs.append(e.detach())
-    # one device-to-host copy for all steps, not a GPU sync per step in the training loop
-    return {"vert": vert, "kp": kp_loss, "rise": rise, "total": vert + kp_loss + rise_weight * rise,
-            "vert_steps": torch.stack(errs).tolist()}
-
-
-def losses(model: GLVD, s: dict, gen: torch.Generator, subset: int, jitter: float = 1.0,
-           true_camera_frac: float = 0.5, absolute_weight: float = 1.0, own_start_frac: float = 0.0,
-           path_prob: float = 0.0, probe: CoefficientProbe | None = None, aux_weight: float = 1.0,
-           unroll: int = 0, rise_weight: float = 30.0) -> dict[str, torch.Tensor]:
-    """Camera, keypoint, vertex and (with a probe) coefficient losses (vertex/keypoint in cm) for one batch.
-
-    ``unroll`` > 0: the vertex and keypoint losses are those of whole descents of that many steps from the
-    template (:func:`unrolled_field_losses`, encoder included) instead of one step from a start.
-    """
-    images, K, R, t, gt = s["images"], s["K"], s["R"], s["t"], s["vertices"]
-    S = images.shape[-1]
-    feats = model.encode(images)
-    R_p, t_p, uvz_p = model.camera_head(feats, K)
-    uvz = translation_to_uvz(t, K, S)
-    loss_cam = (R_p - R).abs().mean() + (uvz_p - uvz).abs().mean()
-    cams = Cameras(K, R, t)
-    # some batches descend with the (detached) estimated cameras, so the fields
-    # learn to work with what the camera head gives on real photos
-    use_true = bool(torch.rand((), generator=gen) < true_camera_frac)
-    cams = jitter_cameras(cams, gen) if use_true else Cameras(K, R_p.detach(), t_p.detach())
-    idx = torch.randperm(gt.shape[1], generator=gen)[:subset].to(gt.device)
-    prep = model.prepare(feats)
-    if unroll:
-        fl = unrolled_field_losses(model, prep, feats, cams, gt, idx, unroll, absolute_weight, rise_weight)
-        out = {"cam": loss_cam, "vert": fl["vert"], "kp": fl["kp"], "rise": fl["rise"]}
-        out["total"] = fl["total"] + 0.5 * loss_cam
-    else:
-        out = {"cam": loss_cam, **field_losses(model, prep, feats, cams, gt, idx, gen, jitter, absolute_weight,
-                                               own_start_frac, path_prob)}
-        out["total"] = out["vert"] + out.get("kp", 0.0) + 0.5 * loss_cam
-    if probe is not None:
-        coeffs = torch.cat([s["identity"], s["expression"]], 1)
-        out["aux"] = probe.loss(feats.global_, images.shape[1], coeffs, idx)
-        out["total"] = out["total"] + aux_weight * out["aux"]
-    return out
-
-
 def descent_errors_mm(model: GLVD, feats, cams: Cameras, gt: torch.Tensor, steps: int = 10) -> list[float]:
     """Mean aligned face-area error (mm) over the batch after each step of a full descent (0 = the start).
 
@@ -386,8 +202,16 @@ UNROLL_NEEDS_GUIDANCE = "unrolled descents train the keypoint-guided model, not 
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train (or resume) into ``cfg.out``; returns the path of the exported model checkpoint."""
-    from .synth import SynthConfig, SyntheticFaces
+    _refuse_what_cannot_run(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    cfg, state, init = _recipe(cfg, out / "state.pt")
+    return _Run(cfg, out, state, init, log).loop()
 
+
+def _refuse_what_cannot_run(cfg: TrainConfig) -> None:
+    """A ValueError, before anything is written, for what this machine or the recipe cannot do."""
     for d in (cfg.device, cfg.render_device):
         if torch.device(d).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {d!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
@@ -395,21 +219,27 @@ def train(cfg: TrainConfig, log=print) -> Path:
         raise ValueError("rendering on another device than the CPU needs loader_workers=0 (--workers 0)")
     if cfg.unroll and not cfg.model.get("guidance", True):
         raise ValueError(UNROLL_NEEDS_GUIDANCE)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    state_path = out / "state.pt"
-    resumed = state_path.is_file()
-    if resumed:
+
+
+#: what may change between resumes of one run (its budget and where it runs); the recipe may not
+RESUMABLE_CHANGES = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s",
+                     "device", "render_device"}
+
+
+def _recipe(cfg: TrainConfig, state_path: Path) -> tuple[TrainConfig, dict | None, dict | None]:
+    """The run's config, its saved state (None: a new run) and the checkpoint it continues (None: none).
+
+    A resumed run keeps its saved recipe (:data:`RESUMABLE_CHANGES` aside); a new one continuing a checkpoint
+    takes the checkpoint's model config, overridden by its own ``model``.
+    """
+    state = None
+    if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         saved_cfg = state["train_config"]
-        # the budget and output may change between resumes; the recipe may not
-        keep = {"minutes", "out", "iterations", "threads", "loader_workers", "save_every_s", "val_every_s",
-                "device", "render_device"}
-        cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved_cfg.items() if k not in keep}),
-                                  **{k: getattr(cfg, k) for k in keep})
+        cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved_cfg.items() if k not in RESUMABLE_CHANGES}),
+                                  **{k: getattr(cfg, k) for k in RESUMABLE_CHANGES})
     init = None
-    if not resumed and cfg.init_from:
+    if state is None and cfg.init_from:
         # a new session continues the shipped model: the run folder (state.pt) is not in git, the checkpoint is
         init = read_checkpoint(cfg.init_from)
         # the checkpoint's config; a model from before offset_input gains it (zero-initialised), unless
@@ -417,148 +247,191 @@ def train(cfg: TrainConfig, log=print) -> Path:
         merged = dict(init["config"])
         merged.setdefault("offset_input", True)
         cfg = dataclasses.replace(cfg, model=merged | dict(cfg.model))
-    mcfg = ModelConfig(**cfg.model)
-    if cfg.unroll and not mcfg.guidance:  # a continued checkpoint's own config
-        raise ValueError(UNROLL_NEEDS_GUIDANCE)
-    kit = load_kit(cfg.kit)
-    torch.manual_seed(cfg.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = GLVD(mcfg, template_from_kit(kit))
-    probe = CoefficientProbe.from_kit(kit, model.encoder.global_channels) if cfg.aux_weight > 0 else None
-    device = torch.device(cfg.device)
-    model.to(device)
-    if probe is not None:
-        probe.to(device)
-    params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    it, wall = 0, 0.0
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    if resumed:
-        model.load_state_dict(state["model"])
+    return cfg, state, init
+
+
+def learning_rate(cfg: TrainConfig, i: int) -> float:
+    """The learning rate of iteration ``i``: a warm-up after a fresh optimizer, then exponential decay."""
+    # a fresh Adam on a trained model takes large first steps: the warm-up keeps them from undoing it
+    warm = min(1.0, (i - cfg.optimizer_from + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    return warm * max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
+
+
+LOG_COLUMNS = ["iteration", "wall_min", "lr", "loss", "vert_cm", "kp_cm", "cam", "val_true_mm", "val_est_mm",
+               "val_step0_mm", "val_rot_deg", "difficulty", "val_easy_mm", "val_easy_step0_mm"]
+
+
+class _Run:
+    """One invocation of :func:`train`: the model, its optimizer, where training stands (``state.pt``), the
+    batches, the validation faces and ``log.csv``; :meth:`loop` trains until the budget is spent."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, state: dict | None, init: dict | None, log) -> None:
+        mcfg = ModelConfig(**cfg.model)
+        if cfg.unroll and not mcfg.guidance:  # a continued checkpoint's own config
+            raise ValueError(UNROLL_NEEDS_GUIDANCE)
+        self.out, self.log, self.state_path = out, log, out / "state.pt"
+        kit = load_kit(cfg.kit)
+        torch.manual_seed(cfg.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = model = GLVD(mcfg, template_from_kit(kit))
+        self.probe = probe = (CoefficientProbe.from_kit(kit, model.encoder.global_channels) if cfg.aux_weight > 0
+                              else None)
+        self.device = torch.device(cfg.device)
+        model.to(self.device)
         if probe is not None:
-            probe.load_state_dict(state["probe"])
-        opt.load_state_dict(state["optimizer"])
-        it, wall = state["iteration"], state["wall_s"]
-        gen.set_state(state["generator"])
-        log(f"resumed {state_path} at iteration {it} ({wall / 60:.1f} min trained)")
-    elif init is not None:
-        model.load_state_dict_widening(init["state_dict"])
-        it = int(init["provenance"].get("iterations", 0))
-        wall = float(init["provenance"].get("wall_minutes", 0.0)) * 60
-        gen.manual_seed(cfg.seed + 1 + it)
-        log(f"continuing {cfg.init_from} from iteration {it} with a fresh optimizer")
-    if not resumed:
-        start = it
+            probe.to(self.device)
+        self.params = list(model.parameters()) + (list(probe.parameters()) if probe is not None else [])
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-4)
+        self.cfg = cfg = self._restore(cfg, state, init)
+        self.loss_cfg = LossConfig.of(cfg)
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        self._validation_faces(mcfg)
+        # every rendered batch serves `reuse` iterations; saves happen between batches, so resume is exact
+        self.batch_i = state.get("batch", self.it // cfg.reuse) if state is not None else -(-self.it // cfg.reuse)
+        ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, self.batch_i, cfg.batch, cfg.max_views,
+                      cfg.dataset_size, _BatchDifficulty(cfg) if self.val_easy is not None else None,
+                      cfg.render_device)
+        self.loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
+                                                  prefetch_factor=2 if cfg.loader_workers else None,
+                                                  persistent_workers=False)
+        log_path = out / "log.csv"
+        new_log = not log_path.is_file()
+        self.logf = open(log_path, "a", newline="")  # noqa: SIM115 (kept open across the whole loop)
+        self.writer = csv.writer(self.logf)
+        if new_log:
+            self.writer.writerow(LOG_COLUMNS)
+        self.running: dict[str, float] = {}
+        self.metrics: dict = {}
+
+    def _restore(self, cfg: TrainConfig, state: dict | None, init: dict | None) -> TrainConfig:
+        """Where training stands (iteration, wall time, generator): from ``state.pt``, the continued checkpoint,
+        or the start; a new run's config gains the iterations its curriculum and optimizer count from."""
+        self.it, self.wall = 0, 0.0
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            if self.probe is not None:
+                self.probe.load_state_dict(state["probe"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.it, self.wall = state["iteration"], state["wall_s"]
+            self.gen.set_state(state["generator"])
+            self.log(f"resumed {self.state_path} at iteration {self.it} ({self.wall / 60:.1f} min trained)")
+            return cfg
+        if init is not None:
+            self.model.load_state_dict_widening(init["state_dict"])
+            self.it = int(init["provenance"].get("iterations", 0))
+            self.wall = float(init["provenance"].get("wall_minutes", 0.0)) * 60
+            self.gen.manual_seed(cfg.seed + 1 + self.it)
+            self.log(f"continuing {cfg.init_from} from iteration {self.it} with a fresh optimizer")
+        start = self.it
         if init is not None and list(init["provenance"].get("curriculum", [])) == list(cfg.curriculum):
             # continuing a model trained with this same curriculum: carry on with its schedule
-            start = int(init["provenance"].get("curriculum_from", it))
-        cfg = dataclasses.replace(cfg, curriculum_from=start, curriculum=tuple(cfg.curriculum), optimizer_from=it)
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            start = int(init["provenance"].get("curriculum_from", self.it))
+        return dataclasses.replace(cfg, curriculum_from=start, curriculum=tuple(cfg.curriculum),
+                                   optimizer_from=self.it)
 
-    synth_cfg = SynthConfig(image_size=mcfg.image_size, **cfg.synth)
-    val = _to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg, seed=VAL_SEED).sample(cfg.val_samples, 1), device)
-    curriculum_on = any(cfg.curriculum)
-    val_easy = (_to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg.at_difficulty(0.0), seed=VAL_SEED)
-                    .sample(cfg.val_samples, 1), device) if curriculum_on else None)
+    def _validation_faces(self, mcfg: ModelConfig) -> None:
+        """The fixed held-out faces of :func:`validate` (and, with a curriculum, its easy ones)."""
+        from .synth import SynthConfig, SyntheticFaces
 
-    # every rendered batch serves `reuse` iterations; saves happen between batches, so resume is exact
-    batch_i = state.get("batch", it // cfg.reuse) if resumed else -(-it // cfg.reuse)
-    ds = _Batches(cfg.kit, cfg.synth, mcfg.image_size, cfg.seed, batch_i, cfg.batch, cfg.max_views,
-                  cfg.dataset_size, _BatchDifficulty(cfg) if curriculum_on else None, cfg.render_device)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.loader_workers,
-                                         prefetch_factor=2 if cfg.loader_workers else None,
-                                         persistent_workers=False)
-    log_path = out / "log.csv"
-    new_log = not log_path.is_file()
-    logf = open(log_path, "a", newline="")  # noqa: SIM115 (kept open across the whole loop)
-    writer = csv.writer(logf)
-    if new_log:
-        writer.writerow(["iteration", "wall_min", "lr", "loss", "vert_cm", "kp_cm", "cam", "val_true_mm",
-                         "val_est_mm", "val_step0_mm", "val_rot_deg", "difficulty", "val_easy_mm",
-                         "val_easy_step0_mm"])
+        cfg = self.cfg
+        synth_cfg = SynthConfig(image_size=mcfg.image_size, **cfg.synth)
+        self.val = _to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg, seed=VAL_SEED).sample(cfg.val_samples, 1),
+                       self.device)
+        self.val_easy = (_to(SyntheticFaces(kit_path=cfg.kit, config=synth_cfg.at_difficulty(0.0), seed=VAL_SEED)
+                             .sample(cfg.val_samples, 1), self.device) if any(cfg.curriculum) else None)
 
-    def lr_at(i: int) -> float:
-        # a fresh Adam on a trained model takes large first steps: the warm-up keeps them from undoing it
-        warm = min(1.0, (i - cfg.optimizer_from + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
-        return warm * max(cfg.lr_min, cfg.lr * 0.5 ** (i / cfg.lr_half_life_it))
-
-    def save(final_metrics: dict | None = None) -> Path:
-        _atomic_save({"model": model.state_dict(), "probe": probe.state_dict() if probe is not None else None,
-                      "optimizer": opt.state_dict(), "iteration": it, "batch": batch_i,
-                      "wall_s": wall, "generator": gen.get_state(), "train_config": dataclasses.asdict(cfg)},
-                     state_path)
+    def save(self) -> Path:
+        """``state.pt`` (to resume) and the exported ``model.pt`` with its provenance (and the last validation)."""
+        cfg, it, wall = self.cfg, self.it, self.wall
+        _atomic_save({"model": self.model.state_dict(),
+                      "probe": self.probe.state_dict() if self.probe is not None else None,
+                      "optimizer": self.opt.state_dict(), "iteration": it, "batch": self.batch_i,
+                      "wall_s": wall, "generator": self.gen.get_state(), "train_config": dataclasses.asdict(cfg)},
+                     self.state_path)
         prov = {"trained": True, "commit": git_commit(), "iterations": it, "wall_minutes": round(wall / 60, 1),
                 "init_from": cfg.init_from,
                 "batch": cfg.batch, "max_views": cfg.max_views, "seed": cfg.seed, "synth": cfg.synth,
                 "curriculum": list(cfg.curriculum), "curriculum_from": cfg.curriculum_from,
-                "device": str(device), **({"unroll": cfg.unroll, "rise_weight": cfg.rise_weight} if cfg.unroll else {})}
-        if final_metrics:
-            prov.update({k: v for k, v in final_metrics.items() if not isinstance(v, list)})
-        return save_checkpoint(out / "model.pt", model, prov)
+                "device": str(self.device),
+                **({"unroll": cfg.unroll, "rise_weight": cfg.rise_weight} if cfg.unroll else {})}
+        if self.metrics:
+            prov.update({k: v for k, v in self.metrics.items() if not isinstance(v, list)})
+        return save_checkpoint(self.out / "model.pt", self.model, prov)
 
-    start = time.monotonic()
-    last_save = last_val = start
-    waited, asked = 0.0, start  # time spent waiting for the next rendered batch (with 0 workers: rendering)
-    running: dict[str, float] = {}
-    metrics: dict = {}
-    model.train()
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.iterations, initial=it, dynamic_ncols=True, mininterval=5)
-    except ImportError:
-        bar = None
-    for i, s in loader:
-        waited += time.monotonic() - asked
-        wall += time.monotonic() - asked  # rendering counts (in-process on a GPU it is most of the time)
-        assert i == batch_i, f"loader out of step ({i} != {batch_i})"
-        s = _to(s, device)
-        batch_i += 1
-        for _ in range(cfg.reuse):
-            t0 = time.monotonic()
-            for g in opt.param_groups:
-                g["lr"] = lr_at(it)
-            ls = losses(model, s, gen, cfg.vertex_subset, cfg.start_jitter, cfg.true_camera_frac,
-                        cfg.absolute_weight, cfg.own_start_frac, cfg.path_start_prob, probe, cfg.aux_weight,
-                        cfg.unroll, cfg.rise_weight)
-            opt.zero_grad(set_to_none=True)
-            ls["total"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # CUDA runs asynchronously: count the step where it ran
-            it += 1
-            wall += time.monotonic() - t0
-            for k, v in ls.items():
-                x = float(v.detach())
-                running[k] = 0.98 * running.get(k, x) + 0.02 * x
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(vert=f"{running['vert']:.3f}cm", aux=f"{running.get('aux', 0):.3f}cm",
-                                cam=f"{running['cam']:.3f}", refresh=False)
-        now = time.monotonic()
-        done = now - start > cfg.minutes * 60 or it >= cfg.iterations
-        if now - last_val > cfg.val_every_s or done:
-            metrics = validate(model, val, easy=val_easy)
-            last_val = now
-            diff = curriculum_difficulty(it, cfg)
-            writer.writerow([it, round(wall / 60, 2), lr_at(it), running["total"], running["vert"],
-                             running.get("kp", ""), running["cam"], metrics["val_true_mm"], metrics["val_est_mm"],
-                             metrics["val_true_step0_mm"], metrics["val_rot_deg"], round(diff, 3),
-                             metrics.get("val_easy_mm", ""), metrics.get("val_easy_step0_mm", "")])
-            logf.flush()
-            easy_txt = (f"; easy set {metrics['val_easy_mm']:.2f} mm (template {metrics['val_easy_step0_mm']:.2f}),"
-                        f" difficulty {diff:.2f}" if val_easy is not None else "")
-            log(f"it {it}: val {metrics['val_true_mm']:.2f} mm (true cams), {metrics['val_est_mm']:.2f} mm "
-                f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg"
-                + easy_txt + f"; waiting for data {100 * waited / max(now - start, 1e-9):.0f}% of the time")
-        if now - last_save > cfg.save_every_s or done:
-            save(metrics)
-            last_save = now
-        if done:
-            break
-        asked = time.monotonic()
-    if bar is not None:
-        bar.close()
-    logf.close()
-    return save(metrics)
+    def _optimize(self, s: dict, bar) -> None:
+        """One iteration on the batch ``s``."""
+        t0 = time.monotonic()
+        for g in self.opt.param_groups:
+            g["lr"] = learning_rate(self.cfg, self.it)
+        ls = losses(self.model, s, self.gen, self.loss_cfg, self.probe)
+        self.opt.zero_grad(set_to_none=True)
+        ls["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: count the step where it ran
+        self.it += 1
+        self.wall += time.monotonic() - t0
+        running = self.running
+        for k, v in ls.items():
+            x = float(v.detach())
+            running[k] = 0.98 * running.get(k, x) + 0.02 * x
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(vert=f"{running['vert']:.3f}cm", aux=f"{running.get('aux', 0):.3f}cm",
+                            cam=f"{running['cam']:.3f}", refresh=False)
+
+    def _validate(self, waiting_pct: float) -> None:
+        """Validate, write a row of ``log.csv`` and say how it stands (``waiting_pct``: time spent waiting for
+        data so far)."""
+        it, running = self.it, self.running
+        self.metrics = metrics = validate(self.model, self.val, easy=self.val_easy)
+        diff = curriculum_difficulty(it, self.cfg)
+        self.writer.writerow([it, round(self.wall / 60, 2), learning_rate(self.cfg, it), running["total"],
+                              running["vert"], running.get("kp", ""), running["cam"], metrics["val_true_mm"],
+                              metrics["val_est_mm"], metrics["val_true_step0_mm"], metrics["val_rot_deg"],
+                              round(diff, 3), metrics.get("val_easy_mm", ""), metrics.get("val_easy_step0_mm", "")])
+        self.logf.flush()
+        easy_txt = (f"; easy set {metrics['val_easy_mm']:.2f} mm (template {metrics['val_easy_step0_mm']:.2f}),"
+                    f" difficulty {diff:.2f}" if self.val_easy is not None else "")
+        self.log(f"it {it}: val {metrics['val_true_mm']:.2f} mm (true cams), {metrics['val_est_mm']:.2f} mm "
+                 f"(estimated), template {metrics['val_true_step0_mm']:.2f} mm, rot {metrics['val_rot_deg']:.1f} deg"
+                 + easy_txt + f"; waiting for data {waiting_pct:.0f}% of the time")
+
+    def loop(self) -> Path:
+        """Train until the wall-clock budget or the iteration cap; validate and save on their clocks and at the end."""
+        cfg = self.cfg
+        start = time.monotonic()
+        last_save = last_val = start
+        waited, asked = 0.0, start  # time spent waiting for the next rendered batch (with 0 workers: rendering)
+        self.model.train()
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.iterations, initial=self.it, dynamic_ncols=True, mininterval=5)
+        except ImportError:
+            bar = None
+        for i, s in self.loader:
+            waited += time.monotonic() - asked
+            self.wall += time.monotonic() - asked  # rendering counts (in-process on a GPU it is most of the time)
+            assert i == self.batch_i, f"loader out of step ({i} != {self.batch_i})"
+            s = _to(s, self.device)
+            self.batch_i += 1
+            for _ in range(cfg.reuse):
+                self._optimize(s, bar)
+            now = time.monotonic()
+            done = now - start > cfg.minutes * 60 or self.it >= cfg.iterations
+            if now - last_val > cfg.val_every_s or done:
+                self._validate(100 * waited / max(now - start, 1e-9))
+                last_val = now
+            if now - last_save > cfg.save_every_s or done:
+                self.save()
+                last_save = now
+            if done:
+                break
+            asked = time.monotonic()
+        if bar is not None:
+            bar.close()
+        self.logf.close()
+        return self.save()

@@ -33,6 +33,7 @@ class Request:
     expressions: bool = False
     texture: int | None = None  # bake the photos into a square UV texture of this size (None: no texture)
     lens_35mm: float | None = None  # lens of photos without EXIF focal length (None: the runtime's assumption)
+    mode: str = "head"  # "head": the whole head around the face; "face": the face area alone
 
     def message(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class Request:
             "expressions": bool(self.expressions),
             "texture": int(self.texture) if self.texture else None,
             "lens_35mm": float(self.lens_35mm) if self.lens_35mm else None,
+            "mode": self.mode,
         }
 
 
@@ -270,3 +272,6 @@ def check_result(res: dict[str, Any]) -> None:
     exp = res.get("expressions")
     if exp is not None and (exp.ndim != 3 or exp.shape[1] != n):
         raise WorkerError("the worker's expression deltas do not match the vertices", "internal")
+    pmat, mats = res.get("polygon_material"), res.get("materials")
+    if pmat is not None and (pmat.shape != (len(quads),) or not mats or pmat.min() < 0 or pmat.max() >= len(mats)):
+        raise WorkerError("the worker's polygon materials do not match the polygons", "internal")

@@ -20,6 +20,7 @@ IMAGE_NAME = "GLVD Face Texture"
 NODE_NAME = "GLVD Texture"
 MARKER = "glvd_face"  # custom property on the material and image we own
 ROUGHNESS = 0.7
+LOOK = "glvd_look"  # custom property: the colour, alpha and roughness a shared part material was made with
 
 
 class TextureError(Exception):
@@ -76,6 +77,66 @@ def new_material(image: bpy.types.Image, version: str) -> bpy.types.Material:
         bpy.data.materials.remove(mat)
         raise
     return mat
+
+
+def flat_material(name: str, color: tuple[float, float, float], alpha: float, roughness: float,
+                  version: str) -> bpy.types.Material:
+    """A Principled BSDF material of one colour (``alpha`` < 1: blended, e.g. the eyes' wet layer)."""
+    mat = bpy.data.materials.new(name)
+    try:
+        if bpy.app.version < (5, 0, 0):
+            mat.use_nodes = True
+        bsdf = _principled(mat)
+        rgba = (*[float(c) for c in color], float(alpha))
+        if bsdf is not None:
+            bsdf.inputs["Base Color"].default_value = rgba
+            bsdf.inputs["Roughness"].default_value = float(roughness)
+            bsdf.inputs["Alpha"].default_value = float(alpha)
+        mat.diffuse_color = rgba  # the viewport (Solid / Workbench) values
+        mat.roughness = float(roughness)
+        if alpha < 1.0:
+            for attr, value in (("surface_render_method", "BLENDED"), ("blend_method", "BLEND")):
+                if hasattr(mat, attr):
+                    setattr(mat, attr, value)
+                    break
+        mat[MARKER] = version
+    except Exception:
+        bpy.data.materials.remove(mat)
+        raise
+    return mat
+
+
+def part_materials(obj: bpy.types.Object, looks: list[dict], polygon_material, version: str) -> None:
+    """One material slot per part of the head (the worker's ``materials``: name, color, alpha, roughness,
+    textured) and each polygon's slot. The textured one (the skin) comes first: :func:`apply_texture` puts
+    the baked texture in it."""
+    import numpy as np
+
+    made: list[bpy.types.Material] = []
+    slots: list[bpy.types.Material] = []
+    try:
+        for look in looks:
+            sig = repr((tuple(look["color"]), float(look["alpha"]), float(look["roughness"])))
+            old = bpy.data.materials.get(str(look["name"]))
+            if not look.get("textured") and old is not None and old.get(LOOK) == sig:
+                slots.append(old)  # eyes, teeth, mouth, lashes: one material shared by every GLVD head
+                continue
+            mat = flat_material(str(look["name"]), tuple(look["color"]), float(look["alpha"]),
+                                float(look["roughness"]), version)
+            mat[LOOK] = sig
+            made.append(mat)
+            slots.append(mat)
+    except Exception:
+        for m in made:
+            bpy.data.materials.remove(m)
+        raise
+    me = obj.data
+    me.materials.clear()
+    for m in slots:
+        me.materials.append(m)
+    ids = np.ascontiguousarray(polygon_material, dtype=np.int32).reshape(-1)
+    attr = me.attributes.get("material_index") or me.attributes.new("material_index", "INT", "FACE")
+    attr.data.foreach_set("value", ids)  # the generic attribute: faster than polygons.foreach_set
 
 
 def load_packed(path: str) -> bpy.types.Image:

@@ -35,13 +35,19 @@ def build_mesh(
     starts, _totals, corners = meshdata.polygon_arrays(faces)
     me = bpy.data.meshes.new(name)
     me.vertices.add(len(co))
-    me.vertices.foreach_set("co", flat(co))
-    me.loops.add(len(corners))
+    set_positions(me, co)
     # Write the generic attributes directly: the per-loop RNA wrappers (loops.vertex_index,
     # uv_layers[].data.uv, polygons.use_smooth) cost ~25 ms here for 37k corners, these ~0.1 ms.
+    # The edges come from numpy (cached per topology) rather than from me.update(calc_edges): 12 ms on the head.
+    edge_verts, corner_edge = meshdata.edge_arrays(faces, len(co))
+    me.loops.add(len(corners))
     corner_vert = me.attributes.get(".corner_vert")
-    if corner_vert is not None:
+    fast = corner_vert is not None and me.attributes.get(".corner_edge") is not None
+    if fast:
+        me.edges.add(len(edge_verts))
+        me.attributes[".edge_verts"].data.foreach_set("value", edge_verts.reshape(-1))
         corner_vert.data.foreach_set("value", corners)
+        me.attributes[".corner_edge"].data.foreach_set("value", corner_edge)
     else:  # older layouts
         me.loops.foreach_set("vertex_index", corners)
     me.polygons.add(len(starts))
@@ -54,8 +60,17 @@ def build_mesh(
         me.shade_smooth()
     else:
         me.polygons.foreach_set("use_smooth", np.ones(len(starts), dtype=bool))
-    me.update()  # also builds the edges
+    me.update(calc_edges=not fast)
     return me
+
+
+def set_positions(me: bpy.types.Mesh, co: np.ndarray) -> None:
+    """The mesh's vertex positions (the generic attribute where there is one: ~20x faster than the RNA)."""
+    position = me.attributes.get("position")
+    if position is not None and position.data_type == "FLOAT_VECTOR" and position.domain == "POINT":
+        position.data.foreach_set("vector", flat(co))
+    else:
+        me.vertices.foreach_set("co", flat(co))
 
 
 def set_key(obj: bpy.types.Object, name: str, co: np.ndarray, relative_to: Any = None) -> Any:
@@ -72,7 +87,7 @@ def set_key(obj: bpy.types.Object, name: str, co: np.ndarray, relative_to: Any =
 
 def write_basis(obj: bpy.types.Object, co: np.ndarray) -> Any:
     """The Basis key and the mesh's own vertices both hold the starting template."""
-    obj.data.vertices.foreach_set("co", flat(co))
+    set_positions(obj.data, co)
     basis = set_key(obj, BASIS_NAME, co)
     obj.data.update()
     return basis
@@ -115,8 +130,9 @@ def write_expressions(
     Relative to the result, a key at 1 adds exactly its delta on top of the
     reconstruction, so the face is rig-ready.
     """
-    for name, delta in zip(names, deltas, strict=True):
-        kb = set_key(obj, str(name), final_co + delta, relative_to=relative_to)
+    keys = np.add(np.asarray(deltas, np.float32), np.asarray(final_co, np.float32)[None])  # one allocation
+    for name, co in zip(names, keys, strict=True):
+        kb = set_key(obj, str(name), co, relative_to=relative_to)
         kb.value = 0.0
         kb.slider_min, kb.slider_max = 0.0, 1.0
 

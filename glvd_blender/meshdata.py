@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -34,6 +35,31 @@ def polygon_arrays(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     starts = np.zeros(len(faces), dtype=np.int32)
     np.cumsum(totals[:-1], out=starts[1:])
     return starts, totals, faces[valid].astype(np.int32)
+
+
+_EDGE_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def edge_arrays(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh's edges, as Blender builds them: ``edge_verts (E, 2)`` int32 and each loop's edge
+    ``corner_edge (L,)`` int32, in the loop order of :func:`polygon_arrays` (cached per topology: every
+    reconstruction of one checkpoint shares it)."""
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    key = hashlib.blake2b(faces.tobytes() + str((faces.shape, num_vertices)).encode(), digest_size=16).hexdigest()
+    hit = _EDGE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    starts, totals, corners = polygon_arrays(faces)
+    nxt = np.arange(len(corners)) + 1
+    nxt[starts + totals - 1] = starts  # the last corner of a polygon joins its first
+    a, b = corners.astype(np.int64), corners[nxt].astype(np.int64)
+    uniq, inv = np.unique(np.minimum(a, b) * num_vertices + np.maximum(a, b), return_inverse=True)
+    verts = np.stack([uniq // num_vertices, uniq % num_vertices], 1).astype(np.int32)
+    out = (verts, inv.reshape(-1).astype(np.int32))
+    if len(_EDGE_CACHE) >= 4:
+        _EDGE_CACHE.clear()
+    _EDGE_CACHE[key] = out
+    return out
 
 
 def loop_uvs(faces: np.ndarray, face_uvs: np.ndarray | None, uvs: np.ndarray | None) -> np.ndarray | None:

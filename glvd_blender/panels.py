@@ -57,6 +57,7 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         col.prop(s, "steps")
         col.prop(s, "device")
         col.prop(s, "target")
+        col.prop(s, "output")
         col.prop(s, "add_expressions")
         col.prop(s, "texture")
         if s.texture:

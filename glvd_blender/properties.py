@@ -24,6 +24,11 @@ TARGET_ITEMS = [
     ("UPDATE", "Update Selected", "Replace the shape of the active GLVD object, keeping its vertex order, "
      "UVs, modifiers, vertex groups and rig"),
 ]
+OUTPUT_ITEMS = [
+    ("HEAD", "Head", "The whole head around the reconstructed face: back of the head, ears, neck, eyes, teeth, "
+     "mouth and lashes, each with its material; every key moves all of it"),
+    ("FACE", "Face Area", "The reconstructed face area alone (9,409 vertices)"),
+]
 TEXTURE_SIZE_ITEMS = [
     ("1024", "1024", "1024 x 1024 pixels"),
     ("2048", "2048", "2048 x 2048 pixels (slower to bake, for close-ups)"),
@@ -57,6 +62,7 @@ class GLVD_PG_settings(bpy.types.PropertyGroup):
                        description="Descent steps; each becomes a shape key")
     device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFS")
     target: EnumProperty(name="Result", items=TARGET_ITEMS, default="NEW")
+    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="HEAD")
     add_expressions: BoolProperty(
         name="ARKit Expressions", default=True,
         description="Add the 53 ARKit expression shape keys, relative to the result (rig-ready)")

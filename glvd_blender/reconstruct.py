@@ -16,11 +16,11 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import inputs, mesh_writer, preferences, worker_client
+from . import inputs, mesh_writer, preferences, result_writer, worker_client
 from .inputs import InputError
 from .job import Job, Request, Timeouts, Update, focal_note, remove_texture_file
 from .prestart import worker_for
-from .properties import GLVD_PG_image_input, SCENE_DEVICE_ITEMS, TARGET_ITEMS, TEXTURE_SIZE_ITEMS
+from .properties import GLVD_PG_image_input, OUTPUT_ITEMS, SCENE_DEVICE_ITEMS, TARGET_ITEMS, TEXTURE_SIZE_ITEMS
 from .result_writer import Options, ResultWriter, WriteError
 from .worker_client import WorkerError
 
@@ -63,6 +63,8 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
     steps: IntProperty(name="Steps", default=10, min=1, max=30, options={"SKIP_SAVE"})
     device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFS", options={"SKIP_SAVE"})
     target: EnumProperty(name="Result", items=TARGET_ITEMS, default="NEW", options={"SKIP_SAVE"})
+    output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="HEAD", options={"SKIP_SAVE"},
+                         description="Head or Face Area (Update Selected keeps the selected object's)")
     expressions: BoolProperty(name="ARKit Expressions", default=True, options={"SKIP_SAVE"})
     animate: BoolProperty(name="Animate Steps", default=False, options={"SKIP_SAVE"})
     frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250, options={"SKIP_SAVE"})
@@ -109,6 +111,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             use_cameras=pick("use_cameras", s.use_cameras), checkpoint=ckpt or None,
             texture=int(pick("texture_size", s.texture_size)) if pick("texture", s.texture) else None,
             lens_35mm=float(pick("lens_35mm", s.lens_35mm)) or None,
+            mode=str(pick("output", s.output)).lower(),
         )
 
     def _prepare(self, context: bpy.types.Context) -> None:
@@ -120,12 +123,15 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             target = context.active_object
             if not mesh_writer.is_glvd_object(target):
                 raise InputError("select a GLVD Face object to update (or choose 'New Object')")
+            # the object keeps what it is (head or face area): its vertex order, UVs and rig stay valid
+            opts.mode = result_writer.object_mode(target)
         photos = self._selected_photos(context)
         self._photos = photos
         self._writer = ResultWriter(context, opts, photos, target)
         cams = inputs.cameras_for(photos, context.scene, self._writer.obj_matrix()) if opts.use_cameras else None
         req = Request(images=photos.paths, steps=opts.steps, device=opts.device, checkpoint=opts.checkpoint,
-                      cameras=cams, expressions=opts.expressions, texture=opts.texture, lens_35mm=opts.lens_35mm)
+                      cameras=cams, expressions=opts.expressions, texture=opts.texture, lens_35mm=opts.lens_35mm,
+                      mode=opts.mode)
         self._opts = opts
         self._t0 = time.monotonic()
         try:

@@ -41,6 +41,12 @@ class Options:
     checkpoint: str | None
     texture: int | None = None  # texture size, None: no texture
     lens_35mm: float | None = None  # lens of photos without EXIF focal length, None: the runtime's assumption
+    mode: str = "head"  # "head" (the whole head) or "face" (the face area alone)
+
+
+def object_mode(obj: bpy.types.Object) -> str:
+    """What a GLVD object holds: "head" or "face" (objects from before the head have the face area)."""
+    return str(obj.get("glvd_mode") or "face")
 
 
 class ResultWriter:
@@ -57,8 +63,12 @@ class ResultWriter:
         self.snap = mesh_writer.snapshot(target) if target is not None else None
         self.location = tuple(context.scene.cursor.location)
         self.collection = context.collection or context.scene.collection
-        self.topology = _topology_cache.get(opts.checkpoint or "")
+        self.topology = _topology_cache.get(self._cache_key)
         self.warnings: list[str] = []  # the result is delivered, but something is missing (the texture)
+
+    @property
+    def _cache_key(self) -> str:
+        return f"{self.opts.checkpoint or ''}|{self.opts.mode}"
 
     # where the result lives (looked up by name: undo or the user may have replaced the Python object)
     @property
@@ -79,6 +89,8 @@ class ResultWriter:
         obj = bpy.data.objects.new(mesh_writer.OBJECT_NAME, me)
         obj.location = self.location
         obj[mesh_writer.MARKER] = VERSION
+        if topo.get("materials"):  # the whole head: one material per part (the skin takes the texture)
+            material.part_materials(obj, topo["materials"], topo["polygon_material"], VERSION)
         self.collection.objects.link(obj)
         self.created_name = obj.name
         vl = self.context.view_layer
@@ -115,9 +127,9 @@ class ResultWriter:
     def finish(self, res: dict[str, Any], elapsed: float) -> bpy.types.Object:
         verts = frames.head_to_blender(res["vertices"])  # (T+1, N, 3); [0] is the template
         steps = verts.shape[0] - 1
-        topo = {k: res.get(k) for k in ("quads", "uvs", "quad_uvs")}
+        topo = {k: res.get(k) for k in ("quads", "uvs", "quad_uvs", "polygon_material", "materials")}
         topo["template"] = res.get("template") if res.get("template") is not None else res["vertices"][0]
-        _topology_cache[self.opts.checkpoint or ""] = topo
+        _topology_cache[self._cache_key] = topo
         obj = self.obj
         if obj is None:
             if self.target_name is not None or self.created_name is not None:
@@ -125,7 +137,7 @@ class ResultWriter:
             obj = self._create(res["vertices"][0], topo)
         if len(obj.data.vertices) != verts.shape[1]:
             raise WriteError(f"'{obj.name}' has {len(obj.data.vertices)} vertices but the result has "
-                             f"{verts.shape[1]}: it was not made with this checkpoint")
+                             f"{verts.shape[1]}: it was not made with this checkpoint and output mode")
         basis = mesh_writer.write_basis(obj, verts[0])
         for i in range(1, steps + 1):
             mesh_writer.set_key(obj, step_key_name(i), verts[i], relative_to=basis)
@@ -169,6 +181,7 @@ class ResultWriter:
         obj[mesh_writer.MARKER] = VERSION
         obj["glvd_photos"] = [p.label for p in self.photos.photos]
         obj["glvd_steps"] = steps
+        obj["glvd_mode"] = str(res.get("mode") or "face")
         obj["glvd_checkpoint"] = str(res.get("checkpoint") or "")
         obj["glvd_device"] = self.opts.device
         timings = {k: float(v) for k, v in (res.get("timings") or {}).items() if isinstance(v, int | float)}

@@ -56,7 +56,8 @@ def test_blender52_install_check_runtime_reconstruct(ext_zip: Path, face_photo: 
         PREFS.python = {sys.executable!r}  # the project's 3.11 venv: torch, numpy 1.26, opencv, scipy, pillow
         r["check_venv"] = check()
         ret = bpy.ops.glvd.reconstruct_face(images=[{{"name": "", "filepath": {str(face_photo)!r}}}], steps=3,
-                                            device="CPU", checkpoint={str(checkpoint)!r}, expressions=True)
+                                            device="CPU", checkpoint={str(checkpoint)!r}, expressions=True,
+                                            output="FACE")
         r["ret"] = sorted(ret)
         ob = bpy.context.view_layer.objects.active
         keys = ob.data.shape_keys.key_blocks

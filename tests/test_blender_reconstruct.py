@@ -25,7 +25,8 @@ jobmod = load_pure("job")
 def cli_reconstruct(photo: Path, checkpoint: Path, steps: int, out: Path) -> list[np.ndarray]:
     """``python -m glvd reconstruct``: every step's vertices (head frame), [-1] the result."""
     proc = subprocess.run([sys.executable, "-m", "glvd", "reconstruct", str(photo), "-o", str(out), "--steps",
-                           str(steps), "--checkpoint", str(checkpoint), "--device", "cpu", "-q", "--all-steps"],
+                           str(steps), "--checkpoint", str(checkpoint), "--device", "cpu", "-q", "--all-steps",
+                           "--mode", "face"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps_v = [obj_vertices(out.with_name(f"{out.stem}_step{i:02d}.obj")) for i in range(1, steps + 1)]
@@ -49,7 +50,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
         op = bpy.ops.glvd.reconstruct_face
         r["undo_flag"] = "UNDO" in bpy.types.GLVD_OT_reconstruct_face.bl_options
         ret = op(images=[{{"name": "", "filepath": {str(face_photo)!r}}}], steps=3, device="CPU",
-                 checkpoint={str(checkpoint)!r}, expressions=True)
+                 checkpoint={str(checkpoint)!r}, expressions=True, output="FACE")
         r["ret"] = sorted(ret)
         r["new_objects"] = len(bpy.data.objects) - n_objects
         r["new_meshes"] = len(bpy.data.meshes) - n_meshes
@@ -245,6 +246,7 @@ def test_bad_inputs_report_and_leave_no_object(face_photo: Path, checkpoint: Pat
             kw.setdefault("checkpoint", CKPT)
             kw.setdefault("device", "CPU")
             kw.setdefault("steps", 1)
+            kw.setdefault("output", "FACE")
             before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.shape_keys),
                       len(bpy.data.images), len(bpy.data.materials))
             try:
@@ -348,7 +350,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         # the panel's list is used when no images are passed; the scene's texture setting off: no material
         n_mats = len(bpy.data.materials)
         s.texture = False
-        r["relative"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+        r["relative"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU", output="FACE",
                                                              expressions=False))
         r["photos_prop"] = list(bpy.context.active_object["glvd_photos"])
         r["off_materials"] = (len(bpy.context.active_object.data.materials), len(bpy.data.materials) - n_mats,
@@ -357,7 +359,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         item.image.pack()
         os.rename(os.path.join(FOLDER, "фото лица.png"), os.path.join(FOLDER, "moved away.png"))
         s.lens_35mm = 26.0  # the panel's lens for photos without EXIF (a phone's main camera)
-        r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+        r["packed"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU", output="FACE",
                                                            expressions=False))
         r["on_materials"] = [m.name for m in bpy.context.active_object.data.materials]
         r["lens_focal_sources"] = list(bpy.context.active_object["glvd_focal_sources"])
@@ -367,7 +369,7 @@ def test_panel_list_relative_non_ascii_and_packed(face_photo: Path, checkpoint: 
         cam = bpy.data.objects["Camera"]
         cam.location, cam.rotation_euler = (0.0, -0.8, 0.0), (math.pi / 2, 0.0, 0.0)
         cam.data.background_images.new().image = item.image
-        r["with_camera"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU",
+        r["with_camera"] = sorted(bpy.ops.glvd.reconstruct_face(steps=1, checkpoint=CKPT, device="CPU", output="FACE",
                                                                 expressions=False, use_cameras=True))
         r["camera_sent"] = json.loads(bpy.context.active_object["glvd_cameras"])[0]
         r["camera_sources"] = list(bpy.context.active_object["glvd_camera_sources"])
@@ -412,7 +414,8 @@ def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) 
     worker = worker_client.Worker(worker_client.worker_command(sys.executable), worker_client.worker_env(sys.path),
                                   cwd=str(REPO)).start()
     try:
-        req = jobmod.Request(images=[str(face_photo)], steps=30, device="cpu", checkpoint=str(checkpoint))
+        req = jobmod.Request(images=[str(face_photo)], steps=30, device="cpu", checkpoint=str(checkpoint),
+                             mode="face")
         job = jobmod.Job(worker, req)
         job.start()
         t0 = time.monotonic()
@@ -428,7 +431,7 @@ def test_real_worker_cancel_and_serve_again(face_photo: Path, checkpoint: Path) 
         assert worker.alive
         # the same worker answers the next request
         again = jobmod.Job(worker, jobmod.Request(images=[str(face_photo)], steps=1, device="cpu",
-                                                  checkpoint=str(checkpoint), expressions=False))
+                                                  checkpoint=str(checkpoint), expressions=False, mode="face"))
         again.run()
         assert again.state == "done", again.error
         assert again.result["vertices"].shape[0] == 2
@@ -466,13 +469,13 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
             steps = 24 if cancel_after else 4
             opts = writer_mod.Options(steps=steps, device="cpu", target="UPDATE" if target else "NEW", expressions=False,
                                animate=False, frames_per_step=5, use_cameras=False, checkpoint=CKPT,
-                               texture=texture)
+                               texture=texture, mode="face")
             photos = inputs.from_paths([PHOTO])
             writer = writer_mod.ResultWriter(ctx, opts, photos, target)
             t0 = time.monotonic()
             job = jobmod.Job(prestart.worker_for(preferences.get(ctx)),
                              jobmod.Request(images=photos.paths, steps=steps, device="cpu", checkpoint=CKPT,
-                                            texture=texture))
+                                            texture=texture, mode="face"))
             job.start()
             first_key, live = None, []
             while not job.finished and time.monotonic() - t0 < 300:
@@ -508,7 +511,7 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
         for label, patch in (("texture_error", {{"texture_png": None, "texture_error": "boom"}}),
                              ("texture_missing", {{"texture_png": "/no/such/glvd_tex.png"}})):
             opts = writer_mod.Options(steps=4, device="cpu", target="NEW", expressions=False, animate=False,
-                               frames_per_step=5, use_cameras=False, checkpoint=CKPT, texture=1024)
+                               frames_per_step=5, use_cameras=False, checkpoint=CKPT, texture=1024, mode="face")
             w = writer_mod.ResultWriter(ctx, opts, inputs.from_paths([PHOTO]), None)
             o = w.finish(dict(results["warm"], **patch), 0.0)
             r[label] = {{"warnings": w.warnings, "materials": len(o.data.materials), "added": [

@@ -14,10 +14,10 @@ step, from the committed asset ``assets/head.npz`` (``tools/convert_head.py`` wr
    mean displacement of the face vertices around it.
 4. Everything goes back through the similarity; the face area is put back exactly.
 
-:meth:`Head.expressions` carries the kit's 53 ARKit deltas onto the whole head: the face area's are the
-result's own (:meth:`glvd.api.Result.expressions`), the rest the kit's (rotated and scaled by the
-similarity), corrected where a part follows the face, so lids close over the eyeballs with the lashes on
-them and jawOpen moves the teeth and the tongue.
+:meth:`Head.expressions` carries the kit's 53 ARKit deltas onto the whole head: the kit's (rotated and
+scaled by the similarity) plus what :meth:`glvd.api.Result.expressions` changes about them on the face area,
+smoothed over the face (:func:`_smooth`), carried onto the parts that follow the face; so lids close over
+the eyeballs with the lashes on them and jawOpen moves the teeth and the tongue.
 """
 
 from __future__ import annotations
@@ -233,12 +233,38 @@ def head_expressions(result: Any, fit: HeadFit, asset: HeadAsset | None = None) 
         raise GLVDError("the checkpoint's expression names differ from the head asset's")
     sR = fit.scale * fit.rotation.T  # row vectors: d @ (s R)^T
     out = np.zeros((len(names), A.num_vertices, 3), np.float32)
-    out[:, :nf] = face
     for e in range(len(names)):
         out[e, nf + A.expr_ids[e]] = A.expr_delta[e] @ sR
-    corr = face - np.asarray(kit_face, np.float32) @ sR.astype(np.float32)  # what the transfer changed
+    kit_moved = np.asarray(kit_face, np.float32) @ sR.astype(np.float32)
+    # what the transfer changed, smoothed over the face: its local frames sit on a reconstructed surface whose
+    # normals are noisy, and unsmoothed that noise tears the lips at jawOpen (neighbouring deltas 34 mm apart
+    # on the astronaut against at most 3 mm in the kit's own); smoothed, the change stays where it is large
+    corr = _smooth(face - kit_moved, A.polygons, nf)
+    out[:, :nf] = kit_moved + corr
     out[:, A.attach_ids] += np.einsum("ak,eakd->ead", A.attach_w.astype(np.float32), corr[:, A.attach_face])
     return out
+
+
+#: lazy Jacobi iterations of the smoothing of the transfer's change (a few rings of the face mesh)
+SMOOTH_ITERATIONS = 30
+
+
+def _smooth(field: np.ndarray, polygons: np.ndarray, n: int) -> np.ndarray:
+    """``(E, n, 3)`` values on the face area's vertices, smoothed along its edges (umbrella operator)."""
+    import scipy.sparse as sp
+
+    P = polygons[np.all((polygons >= 0) & (polygons < n), axis=1)]
+    e = np.concatenate([P[:, [0, 1]], P[:, [1, 2]], P[:, [2, 3]], P[:, [3, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    adj = sp.csr_matrix((np.ones(len(e), np.float32), (e[:, 0], e[:, 1])), shape=(n, n))
+    adj.data[:] = 1.0
+    deg = np.maximum(np.asarray(adj.sum(1)).ravel(), 1.0)
+    W = (sp.diags((0.5 / deg).astype(np.float32)) @ adj).tocsr()
+    E = field.shape[0]
+    x = np.ascontiguousarray(field.transpose(1, 0, 2).reshape(n, E * 3), np.float32)
+    for _ in range(SMOOTH_ITERATIONS):
+        x = 0.5 * x + W @ x
+    return x.reshape(n, E, 3).transpose(1, 0, 2).astype(np.float32)
 
 
 def _eye_materials(A: HeadAsset, pmat: np.ndarray) -> None:

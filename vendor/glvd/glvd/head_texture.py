@@ -80,11 +80,29 @@ def back_tile(head: Head, face_tex: np.ndarray, tone: np.ndarray, result: Any) -
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+#: below the chin, the face area's lower neck is often covered (collars, scarves, shirts): from NECK_BELOW_M
+#: under the chin landmark on, fading in over NECK_FADE_M, only skin-like photo colours are taken there
+NECK_BELOW_M = 0.015
+NECK_FADE_M = 0.015
+
+
+def neck_weights(template: np.ndarray, chin: int) -> np.ndarray:
+    """``(N,)`` in [0, 1]: 0 above the chin, 1 on the lower neck (the ``skin_only`` of :func:`glvd.texture.bake`)."""
+    drop = template[chin, 1] - NECK_BELOW_M - template[:, 1]
+    x = np.clip(drop / NECK_FADE_M, 0.0, 1.0)
+    behind_jaw = template[:, 2] < template[chin, 2] - 0.02  # the neck, not the chin's own underside
+    return np.where(behind_jaw, x * x * (3.0 - 2.0 * x), 0.0).astype(np.float32)
+
+
 def bake_head(result: Any, head: Head, images: Sequence[np.ndarray], size: int = 1024) -> HeadBake:
     """The whole head's texture from the photos given to ``reconstruct`` (``(H, W, 3)`` uint8 each)."""
     tpl = getattr(result, "_template_vertices", None)
-    sym = symmetry_map(np.asarray(tpl if tpl is not None else result.vertices[0], np.float32))
-    b = bake(result.final, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size, sym)
+    tpl = np.asarray(tpl if tpl is not None else result.vertices[0], np.float32)
+    sym = symmetry_map(tpl)
+    lm = getattr(result, "landmark_ids", None)
+    neck = neck_weights(tpl, int(lm[8])) if lm is not None else None  # 68-landmark 8: the chin
+    b = bake(result.final, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size, sym,
+             skin_only=neck)
     back = back_tile(head, b.texture, b.tone, result)
     return HeadBake(np.concatenate([b.texture, back], axis=1), b)
 

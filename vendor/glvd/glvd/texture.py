@@ -85,13 +85,15 @@ def _likeness(colors: np.ndarray, tone: np.ndarray) -> np.ndarray:
 
 
 def hole_share(texture: np.ndarray, coverage: np.ndarray, chart: np.ndarray, tone: np.ndarray,
-               backgrounds: Sequence[np.ndarray] = ()) -> tuple[float, int]:
+               backgrounds: Sequence[np.ndarray] = (), expected: np.ndarray | None = None) -> tuple[float, int]:
     """The share of the UV islands' texels that no photo saw and came out near-black or background-coloured.
 
     Args:
         texture: ``(S, S, 3)`` uint8; coverage ``(S, S)`` (0: no photo behind the texel); chart ``(S, S)``
             bool, the islands (:attr:`glvd.uv_layout.UVRaster.chart`); tone: the skin tone.
         backgrounds: RGB colours of the photos' backgrounds (0-255), e.g. the median of their borders.
+        expected: ``(S, S, 3)`` the true colours where they are known (renders of a known albedo): a texel
+            whose true colour is itself that dark or that close to a background (hair, clothes) does not count.
     Returns:
         ``(share, unseen texels)``; near-black: darker than 35% of the tone's brightness; background-coloured:
         within 30 of a background colour and further than that from the tone.
@@ -100,13 +102,19 @@ def hole_share(texture: np.ndarray, coverage: np.ndarray, chart: np.ndarray, ton
     n = int(hole.sum())
     if n == 0:
         return 0.0, 0
-    px = texture[hole].astype(np.float32)
-    bad = px.mean(1) < 0.35 * float(np.mean(tone))
-    for bg in backgrounds:
-        bg = np.asarray(bg, np.float32)
-        if np.linalg.norm(bg - tone) > 30.0:
-            bad |= np.linalg.norm(px - bg, axis=1) < 30.0
-    return float(bad.mean()), n
+
+    def bad(px: np.ndarray) -> np.ndarray:
+        out = px.mean(1) < 0.35 * float(np.mean(tone))
+        for bg in backgrounds:
+            bg = np.asarray(bg, np.float32)
+            if np.linalg.norm(bg - tone) > 30.0:
+                out |= np.linalg.norm(px - bg, axis=1) < 30.0
+        return out
+
+    wrong = bad(texture[hole].astype(np.float32))
+    if expected is not None:
+        wrong &= ~bad(np.asarray(expected)[hole].astype(np.float32))
+    return float(wrong.mean()), n
 
 
 def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -274,10 +282,12 @@ def _pull_push(color: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
          images: Sequence[np.ndarray], cameras: dict, size: int = 1024, symmetry: np.ndarray | None = None,
-         mode: str = "blend", zbuf_size: int = ZBUF_SIZE) -> Bake:
+         mode: str = "blend", zbuf_size: int = ZBUF_SIZE, skin_only: np.ndarray | None = None) -> Bake:
     """:func:`bake_views` with every intermediate (see :class:`Bake`).
 
     ``mode="best"`` (winner takes all, no feathering) exists only to show what the blend buys.
+    ``skin_only``: optional ``(N,)`` per vertex in [0, 1]: how far only skin-like colours of the photos are
+    taken there (1: a colour far from the skin tone counts as unseen, e.g. a collar on the lower neck).
     """
     K, R, t = _check_inputs(verts, quads, uvs, quad_uvs, images, cameras, size)
     if mode not in ("blend", "best"):
@@ -368,6 +378,9 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     # background or hair behind the silhouette: trust them less, so they do not streak into the fill
     faint = c < 1.0
     c[faint] *= _likeness(a[faint], tone)
+    if skin_only is not None:
+        so = np.clip(ras.interp(np.ascontiguousarray(skin_only, np.float32)), 0.0, 1.0)
+        c *= 1.0 - so + so * _likeness(a, tone)
     # mirror: premultiplied bilinear lookups at each texel's mirror image (BGR-free: 4 channels = c*rgb, c)
     ca = np.zeros((S * S, 4), np.float32)
     ca[ras.texel, :3] = a * c[:, None]

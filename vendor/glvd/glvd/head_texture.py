@@ -86,23 +86,45 @@ NECK_BELOW_M = 0.015
 NECK_FADE_M = 0.015
 
 
-def neck_weights(template: np.ndarray, chin: int) -> np.ndarray:
-    """``(N,)`` in [0, 1]: 0 above the chin, 1 on the lower neck (the ``skin_only`` of :func:`glvd.texture.bake`)."""
+#: the ears (beyond EAR_FROM_M from the middle, fading in over EAR_FADE_M) have no features of another colour
+#: than the skin, and a reconstructed ear that stands out further than the person's shows the background
+EAR_FROM_M = 0.062
+EAR_FADE_M = 0.008
+
+
+def _ramp(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def skin_only_weights(template: np.ndarray, chin: int) -> np.ndarray:
+    """``(N,)`` in [0, 1]: where only skin-like photo colours are taken (the ``skin_only`` of
+    :func:`glvd.texture.bake`): the lower neck (1 from a little below the chin) and the ears."""
     drop = template[chin, 1] - NECK_BELOW_M - template[:, 1]
-    x = np.clip(drop / NECK_FADE_M, 0.0, 1.0)
     behind_jaw = template[:, 2] < template[chin, 2] - 0.02  # the neck, not the chin's own underside
-    return np.where(behind_jaw, x * x * (3.0 - 2.0 * x), 0.0).astype(np.float32)
+    neck = np.where(behind_jaw, _ramp(drop / NECK_FADE_M), 0.0)
+    ears = _ramp((np.abs(template[:, 0]) - EAR_FROM_M) / EAR_FADE_M)
+    return np.maximum(neck, ears).astype(np.float32)
+
+
+def face_bake_options(result: Any, head: Head) -> dict[str, Any]:
+    """What :func:`glvd.texture.bake` takes for the face tile of a head: the template's mirror map, where only
+    skin-like colours count (:func:`skin_only_weights`), and the head's skin as the occluder (visibility and
+    outlines of the whole head: the skull hides the far ear)."""
+    tpl = getattr(result, "_template_vertices", None)
+    tpl = np.asarray(tpl if tpl is not None else result.vertices[0], np.float32)
+    lm = getattr(result, "landmark_ids", None)
+    A = head._asset or load_asset()
+    skin = A.polygons[np.isin(A.polygon_part, [A.part_names.index("M_Face"), A.part_names.index("M_BackHead")])]
+    tris = np.concatenate([skin[:, [0, 1, 2]], skin[:, [0, 2, 3]]])  # the skin has quads only
+    return {"symmetry": symmetry_map(tpl), "occluder": (head.final, tris),
+            "skin_only": skin_only_weights(tpl, int(lm[8])) if lm is not None else None}  # landmark 8: chin
 
 
 def bake_head(result: Any, head: Head, images: Sequence[np.ndarray], size: int = 1024) -> HeadBake:
     """The whole head's texture from the photos given to ``reconstruct`` (``(H, W, 3)`` uint8 each)."""
-    tpl = getattr(result, "_template_vertices", None)
-    tpl = np.asarray(tpl if tpl is not None else result.vertices[0], np.float32)
-    sym = symmetry_map(tpl)
-    lm = getattr(result, "landmark_ids", None)
-    neck = neck_weights(tpl, int(lm[8])) if lm is not None else None  # 68-landmark 8: the chin
-    b = bake(result.final, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size, sym,
-             skin_only=neck)
+    b = bake(result.final, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size,
+             **face_bake_options(result, head))
     back = back_tile(head, b.texture, b.tone, result)
     return HeadBake(np.concatenate([b.texture, back], axis=1), b)
 

@@ -54,6 +54,10 @@ FILL_CONF = 0.15
 DEPTH_TOL_M = 0.004
 #: Side of the z-buffer rendered per view (pixels across the face's bounding box).
 ZBUF_SIZE = 512
+#: A texel no view saw with more than this weight (grazing angles only) counts as seen faintly.
+GRAZING_WEIGHT = 0.35
+#: Views fade in over this fraction of the z-buffer's side from the mesh's outline in the view.
+SILHOUETTE_FRAC = 0.04
 #: Unseen texels fade from the diffused colour to the skin tone over this fraction of the side (1/e).
 TONE_FADE_FRAC = 0.03
 #: Colour distance (0-255 RGB) at which a colour stops counting as skin-like (Gaussian sigma).
@@ -118,8 +122,10 @@ def hole_share(texture: np.ndarray, coverage: np.ndarray, chart: np.ndarray, ton
 
 
 def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-             width: int, height: int, zsize: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Depth map of the mesh seen by one camera, on a square crop around the mesh's image.
+             width: int, height: int, zsize: int,
+             occluder: tuple[np.ndarray, torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Depth map of the mesh (or of ``occluder``, a mesh around it) seen by one camera, on a square crop
+    around the mesh's image.
 
     Returns ``(depth (D, D) float32 with +inf on background, A (3, 3))`` where ``A`` maps image pixels to
     depth-map pixels, or None when the mesh is not in front of the camera / not inside the image.
@@ -141,9 +147,11 @@ def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray
     s = D / side
     A = np.array([[s, 0, -s * x0], [0, s, -s * y0], [0, 0, 1]], np.float32)
     Kd = torch.from_numpy((A @ K).astype(np.float32))[None]
+    if occluder is not None:
+        verts, tris = occluder
     with torch.no_grad():
-        fr = rasterize(torch.from_numpy(verts)[None], tris, Kd, D, torch.from_numpy(R)[None],
-                       torch.from_numpy(t)[None], cull_backfaces=False)
+        fr = rasterize(torch.from_numpy(np.ascontiguousarray(verts, np.float32))[None], tris, Kd, D,
+                       torch.from_numpy(R)[None], torch.from_numpy(t)[None], cull_backfaces=False)
     depth = np.full(D * D, np.inf, np.float32)
     depth[fr.pix.numpy()] = fr.depth_p.numpy()
     return depth.reshape(D, D), A
@@ -282,12 +290,15 @@ def _pull_push(color: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
          images: Sequence[np.ndarray], cameras: dict, size: int = 1024, symmetry: np.ndarray | None = None,
-         mode: str = "blend", zbuf_size: int = ZBUF_SIZE, skin_only: np.ndarray | None = None) -> Bake:
+         mode: str = "blend", zbuf_size: int = ZBUF_SIZE, skin_only: np.ndarray | None = None,
+         occluder: tuple[np.ndarray, np.ndarray] | None = None) -> Bake:
     """:func:`bake_views` with every intermediate (see :class:`Bake`).
 
     ``mode="best"`` (winner takes all, no feathering) exists only to show what the blend buys.
     ``skin_only``: optional ``(N,)`` per vertex in [0, 1]: how far only skin-like colours of the photos are
     taken there (1: a colour far from the skin tone counts as unseen, e.g. a collar on the lower neck).
+    ``occluder``: optional ``(vertices (M, 3), triangles (T, 3))``, a mesh that holds this one (the whole
+    head): visibility and outlines are then its (the skull hides the far ear).
     """
     K, R, t = _check_inputs(verts, quads, uvs, quad_uvs, images, cameras, size)
     if mode not in ("blend", "best"):
@@ -304,6 +315,7 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     nrm = [ras.interp(np.ascontiguousarray(vn[:, k])) for k in range(3)]
     inv_len = 1.0 / np.maximum(np.sqrt(nrm[0] ** 2 + nrm[1] ** 2 + nrm[2] ** 2), 1e-12)
     tris = torch.from_numpy(_triangulate(quads))
+    occ = None if occluder is None else (occluder[0], torch.as_tensor(np.asarray(occluder[1], np.int64)))
     centres = -np.einsum("vji,vj->vi", R, t)  # camera centres in the head frame
     # a mesh wound the other way sees every camera from behind: flip its normals (one camera behind is normal)
     if all(float(((c - v) * vn).sum()) < 0 for c in centres):
@@ -319,7 +331,7 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     for i, img in enumerate(images):
         img = np.asarray(img)
         h, w = img.shape[:2]
-        zb = _zbuffer(v, tris, K[i], R[i], t[i], w, h, zbuf_size)
+        zb = _zbuffer(v, tris, K[i], R[i], t[i], w, h, zbuf_size, occ)
         clock("zbuffer")
         if zb is None:
             continue  # the face is behind this camera or outside its photo: the view adds nothing
@@ -361,12 +373,24 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
         img_f, K_f = _prefilter(img, Km, float(np.ptp(pu[usable])), S)
         sx, sy = K_f[0, 0] / Km[0, 0], K_f[1, 1] / Km[1, 1]
         col = _sample(img_f, pu * sx - 0.5, pv * sy - 0.5)
+        if mode == "blend":
+            # near the mesh's outline in this view the photo may show what lies behind it (the reconstruction's
+            # silhouette is never exactly the person's): there, within SILHOUETTE_FRAC of the depth map, only
+            # colours like this view's own skin (away from the outline) are taken
+            inside = np.zeros((D + 2, D + 2), np.uint8)
+            inside[1:-1, 1:-1] = np.isfinite(depth)
+            sil = cv2.distanceTransform(inside, cv2.DIST_L2, 3).reshape(-1).take(iy * (D + 2) + ix)
+            edge = 1.0 - _smoothstep(sil * (1.0 / max(SILHOUETTE_FRAC * D, 1.0)))
+            interior = (wv > 0.3) & (edge <= 0.0)
+            if interior.sum() >= 50:
+                wv *= 1.0 - edge * (1.0 - _likeness(col, skin_tone(col[interior], np.ones(int(interior.sum())))))
         if mode == "best":
             take = wv > best_w
             num[take], den[take], best_w[take] = col[take] * wv[take, None], wv[take], wv[take]
         else:
             num += col * wv[:, None]
             den += wv
+            np.maximum(best_w, wv, out=best_w)
         weights[i, ras.texel] = wv
         clock("sample")
     seen = den > 0
@@ -374,9 +398,9 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     a[seen] = num[seen] / den[seen, None]
     c = np.clip(den * (1.0 / FULL_WEIGHT), 0.0, 1.0) if mode == "blend" else seen.astype(np.float32)
     tone = skin_tone(a, c)
-    # texels the photos saw only faintly (near a silhouette) and that look nothing like the skin are the
-    # background or hair behind the silhouette: trust them less, so they do not streak into the fill
-    faint = c < 1.0
+    # texels the photos saw only faintly (near a silhouette, or only at grazing angles) and that look nothing
+    # like the skin are the background or hair behind the silhouette: trust them less, so they do not streak
+    faint = (c < 1.0) | (best_w < GRAZING_WEIGHT) if mode == "blend" else c < 1.0
     c[faint] *= _likeness(a[faint], tone)
     if skin_only is not None:
         so = np.clip(ras.interp(np.ascontiguousarray(skin_only, np.float32)), 0.0, 1.0)

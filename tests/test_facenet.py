@@ -63,30 +63,31 @@ def test_descriptor_shape_and_determinism(net):
     assert torch.allclose(d[1:2], describe(net, chips[1:2]), atol=1e-5)
 
 
-def test_missing_and_corrupt_weights_are_clear_errors(tmp_path):
-    with pytest.raises(FaceNetError, match="not found"):
-        load_facenet(tmp_path / "nope.pt")
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a torch file")
-    with pytest.raises(FaceNetError, match="cannot read"):
-        load_facenet(bad)
-    wrong = tmp_path / "wrong.pt"
-    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
-    with pytest.raises(FaceNetError, match="do not fit"):
-        load_facenet(wrong)
+def _wrong_facenet(path: Path) -> None:
+    torch.save({"fc.weight": torch.zeros(3, 3)}, path)
 
 
-def test_shape_predictor_weights_errors_are_clear(tmp_path):
-    with pytest.raises(ShapePredictorError, match="not found"):
-        ShapePredictor(tmp_path / "nope.npz")
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(b"not a zip")
-    with pytest.raises(ShapePredictorError, match="cannot read"):
-        ShapePredictor(bad)
-    partial = tmp_path / "partial.npz"
-    np.savez(partial, initial_shape=np.zeros(10, np.float32))
-    with pytest.raises(ShapePredictorError, match="malformed"):
-        ShapePredictor(partial)
+def _wrong_predictor(path: Path) -> None:
+    np.savez(path, initial_shape=np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize(
+    "load, error, suffix, write_wrong, wrong_message",
+    [(load_facenet, FaceNetError, ".pt", _wrong_facenet, "do not fit"),
+     (ShapePredictor, ShapePredictorError, ".npz", _wrong_predictor, "malformed")],
+    ids=["facenet", "shape_predictor"],
+)
+def test_missing_and_corrupt_weights_are_clear_errors(tmp_path, load, error, suffix, write_wrong, wrong_message):
+    with pytest.raises(error, match="not found"):
+        load(tmp_path / f"nope{suffix}")
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(b"not a weights file")
+    with pytest.raises(error, match="cannot read"):
+        load(bad)
+    wrong = tmp_path / f"wrong{suffix}"
+    write_wrong(wrong)
+    with pytest.raises(error, match=wrong_message):
+        load(wrong)
 
 
 def test_detector_rectangles_snap_to_themselves():
@@ -229,12 +230,19 @@ def test_our_alignment_stays_close_to_dlib_and_separates_people(net, photo_rows)
 
 # ---------------------------------------------------------------- dlib's 5-point predictor, in numpy
 
-#: Measured (session 15's note): with the shipped (compressed) predictor on the snapped rectangle
-#: from the mesh. dlib's predictor is chaotic at the 0.001 px level (a rectangle moved by 0.001 px
+#: Measured (session 15's note), on the 27 photos: the shipped (compressed) predictor on the snapped
+#: rectangle from the mesh lands median 0.036, max 0.119 from dlib's descriptor (MediaPipe's points:
+#: 0.092, 0.160). dlib's predictor is chaotic at the 0.001 px level (a rectangle moved by 0.001 px
 #: moves its points 0.25 px at the median: a feature pixel's rounding flips, then a branch), so a
-#: lossy predictor or a rectangle other than dlib's own lands as far as dlib is from itself.
+#: lossy predictor, or a rectangle other than dlib's own, lands as far from dlib as dlib is from
+#: itself. With dlib's float32 leaves (``--lossless``, 5.0 MB) every photo whose rectangle the
+#: snap finds (17 of 27) gets dlib's descriptor to 0.001.
 DLIB5_MEDIAN = 0.05
-DLIB5_MAX = 0.13
+DLIB5_MAX = 0.14
+#: with the float32 leaves: the median photo is exact; the misses are the rectangle's
+EXACT_MEDIAN = 0.005
+EXACT_MAX = 0.10
+MIN_RECT_HITS = 15
 
 
 @pytest.fixture(scope="module")
@@ -279,4 +287,5 @@ def test_predicted_alignment_lands_nearer_dlibs_descriptor(net, photo_rows, exac
               f"max {mesh_err.max():.3f}; dlib's own rectangle found for {hits}")
     print(report)
     assert np.median(err) < DLIB5_MEDIAN and err.max() < DLIB5_MAX, report
-    assert np.median(err) < np.median(mesh_err), report
+    assert np.median(err) < np.median(mesh_err) and err.max() < mesh_err.max(), report
+    assert hits >= MIN_RECT_HITS and np.median(exact_err) < EXACT_MEDIAN and exact_err.max() < EXACT_MAX, report

@@ -21,7 +21,8 @@ coefficients quantised with one uniform step per level (``leaf_step``) into int8
 codes, and the whole file deflated (``np.savez_compressed``), so that the many small
 coefficients cost few bits. ``--check`` measures what that does to the predicted points
 against the float32 leaves and against dlib (``--fit-rect`` fits the MediaPipe-mesh ->
-dlib-rectangle constants of ``glvd.shape_predictor.RECT_FROM_MESH``).
+dlib-rectangle constants of ``glvd.shape_predictor.RECT_FROM_MESH`` on the real photos and
+rescaled, cropped, mirrored copies of them).
 
 Usage:  .venv/bin/python tools/convert_dlib_shape_predictor.py [--dat PATH] [--out PATH] [--step-px F]
 """
@@ -122,9 +123,11 @@ def exact_arrays(pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def reference_photos() -> list[tuple[str, np.ndarray]]:
+def reference_photos(augment: int = 0) -> list[tuple[str, np.ndarray]]:
     """The real photos the fit and the checks use: scikit-image's astronaut, matplotlib's
-    grace_hopper, ../shared/data/photos_identity (evaluation only; never trained on)."""
+    grace_hopper, ../shared/data/photos_identity (evaluation only; never trained on); then
+    ``augment`` rounds of each, rescaled (0.45-1x), cropped by up to 40 px and mirrored at
+    random (seeded), so that dlib's rectangles fall at other offsets of its lattice."""
     from glvd.preprocess import load_image
 
     out = []
@@ -142,6 +145,20 @@ def reference_photos() -> list[tuple[str, np.ndarray]]:
         pass
     shared = REPO.parent / "shared" / "data" / "photos_identity"
     out += [(p.stem, load_image(p)) for p in sorted(shared.glob("*.jpg"))]
+    if augment:
+        import cv2
+
+        rng = np.random.default_rng(0)
+        originals = list(out)
+        for k in range(augment):
+            for name, img in originals:
+                s = rng.uniform(0.45, 1.0)
+                small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+                ox, oy = rng.integers(0, 40, 2)
+                small = small[oy:, ox:]
+                if rng.random() < 0.5:
+                    small = small[:, ::-1]
+                out.append((f"{name}_aug{k}", np.ascontiguousarray(small)))
     return out
 
 
@@ -171,7 +188,7 @@ def dlib_references(photos: list[tuple[str, np.ndarray]]) -> list[dict]:
 def fit_rect(rows: list[dict]) -> dict[str, float]:
     """``RECT_FROM_MESH``: the mean of dlib's rectangle centre offset and side in units of the
     mesh points' scale (see ``glvd.shape_predictor.rect_from_mesh``)."""
-    from glvd.shape_predictor import RECT_FROM_MESH_IDS
+    from glvd.shape_predictor import RECT_FROM_MESH_IDS, rect_from_mesh
 
     X = []
     for r in rows:
@@ -182,10 +199,14 @@ def fit_rect(rows: list[dict]) -> dict[str, float]:
         X.append([((left + right) / 2 - c[0]) / scale, ((top + bottom) / 2 - c[1]) / scale,
                   (right - left) / scale, (bottom - top) / scale])
     X = np.array(X)
+    params = {"dx": round(float(X[:, 0].mean()), 4), "dy": round(float(X[:, 1].mean()), 4),
+              "s": round(float(X[:, 2:].mean()), 4)}
+    hits = [rect_from_mesh(r["mesh"], params) == tuple(r["rect"]) for r in rows]
     print(f"  rect in mesh units over {len(X)} photos: dx {X[:, 0].mean():+.4f} (sd {X[:, 0].std():.4f}), "
-          f"dy {X[:, 1].mean():+.4f} (sd {X[:, 1].std():.4f}), side {X[:, 2:].mean():.4f} (sd {X[:, 2:].std():.4f})")
-    return {"dx": round(float(X[:, 0].mean()), 4), "dy": round(float(X[:, 1].mean()), 4),
-            "s": round(float(X[:, 2:].mean()), 4)}
+          f"dy {X[:, 1].mean():+.4f} (sd {X[:, 1].std():.4f}), side {X[:, 2:].mean():.4f} (sd {X[:, 2:].std():.4f}); "
+          f"snapped onto dlib's own rectangle for {sum(hits)} of {len(rows)} "
+          f"({sum(h for h, r in zip(hits, rows) if '_aug' not in r['name'])} of the originals)")
+    return params
 
 
 def check(pred: dict[str, np.ndarray], arrays: dict[str, np.ndarray], rows: list[dict]) -> None:
@@ -214,16 +235,17 @@ def main() -> None:
     ap.add_argument("--lossless", action="store_true", help="keep dlib's float32 leaves (about 4 MB)")
     ap.add_argument("--check", action="store_true", help="measure the file against dlib on the real photos")
     ap.add_argument("--fit-rect", action="store_true", help="fit RECT_FROM_MESH with dlib on the real photos")
+    ap.add_argument("--augment", type=int, default=5, help="--fit-rect: rounds of rescaled/cropped/mirrored copies")
     args = ap.parse_args()
     dat = args.dat or model_path(DAT_NAME)
     pred = read_predictor(dat.read_bytes())
     arrays = exact_arrays(pred) if args.lossless else runtime_arrays(pred, args.step)
     if args.check or args.fit_rect:
-        rows = dlib_references(reference_photos())
+        rows = dlib_references(reference_photos(args.augment if args.fit_rect else 0))
         if args.fit_rect:
             print("RECT_FROM_MESH =", fit_rect(rows))
         if args.check:
-            check(pred, arrays, rows)
+            check(pred, arrays, [r for r in rows if "_aug" not in r["name"]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     L, T, S = pred["thresh"].shape

@@ -88,10 +88,10 @@ def _lround(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def detector_lattice(level: int, cells: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def detector_lattice(level: int | np.ndarray, cells: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """The (low, high) edges, along x (``axis`` 0) or y (1), of every rectangle dlib's HOG face
     detector can return, as ``dlib.get_frontal_face_detector()(image, 1)`` (face_recognition's
-    default) does, at pyramid ``level`` and feature column/row ``cells``.
+    default) does, at pyramid ``level`` and feature column/row ``cells`` (broadcast together).
 
     The geometry (dlib/image_processing/scan_fhog_pyramid.h, image_transforms/fhog.h and
     image_pyramid.h): an 80 px window over 8 px cells is a 10x10 box of cells in a 12x12
@@ -100,43 +100,42 @@ def detector_lattice(level: int, cells: np.ndarray, axis: int) -> tuple[np.ndarr
     each) and is rounded; the Python binding ran it on the image upsampled by 2 and maps it back
     with ``pyramid_down<2>::rect_down`` (``p / 2 - (1.25, 0.75)``), rounded again. The image size
     plays no part: only which cells exist."""
+    level = np.asarray(level)
+
     def to_image(p: np.ndarray) -> np.ndarray:
         p = (p + 1 - 5) * 8 + 1
-        p = p + np.where(p >= 0, 4, -4)
-        q = p.astype(np.float64)
-        for _ in range(level):
-            q = q * 1.2 + 0.3
+        q = (p + np.where(p >= 0, 4, -4)).astype(np.float64)
+        q, lv = np.broadcast_arrays(q, level)
+        q = q.copy()
+        for i in range(int(lv.max(initial=0))):  # dlib steps up one level at a time: the same floats
+            q = np.where(lv > i, q * 1.2 + 0.3, q)
         return _lround(_lround(q) / 2 - (1.25, 0.75)[axis])
 
     return to_image(cells - 5), to_image(cells + 4)
 
 
 def snap_to_detector(rect: tuple[float, float, float, float], max_level: int = 30) -> tuple[int, int, int, int]:
-    """The rectangle dlib's HOG face detector could return that best overlaps ``rect`` (IoU),
-    over all its pyramid levels and cells (``detector_lattice``)."""
+    """The rectangle dlib's HOG face detector could return that best overlaps ``rect`` (IoU; the
+    first of equals, in level then cell order), over the pyramid levels near its size."""
     left, top, right, bottom = (float(v) for v in rect)
     area = (right - left + 1) * (bottom - top + 1)
-    best, best_score = None, -1.0
-    for level in range(max_level):
-        step = 4 * 1.2**level  # a cell at this level, in the original image
-        cand = []
-        for axis, (lo, hi) in enumerate(((left, right), (top, bottom))):
-            centre = (lo + hi) / 2 / step
-            cells = np.arange(np.floor(centre) - 12, np.ceil(centre) + 12)
-            edges = detector_lattice(level, cells, axis)
-            overlap = np.clip(np.minimum(edges[1], hi) - np.maximum(edges[0], lo) + 1, 0, None)
-            cand.append((edges, overlap))
-        (xe, ox), (ye, oy) = cand
-        inter = ox[:, None] * oy[None, :]
-        own = (xe[1] - xe[0] + 1)[:, None] * (ye[1] - ye[0] + 1)[None, :]
-        iou = inter / (own + area - inter)
-        i, j = np.unravel_index(np.argmax(iou), iou.shape)
-        if iou[i, j] > best_score:
-            best_score = float(iou[i, j])
-            best = (int(xe[0][i]), int(ye[0][j]), int(xe[1][i]), int(ye[1][j]))
-        if xe[1][0] - xe[0][0] > 4 * (right - left + 1):
-            break
-    return best
+    # a level's rectangles are ~36.5 * 1.2**level px wide: only the few near rect's size can win
+    near = round(float(np.log(max(right - left + 1, 1.0) / 36.5) / np.log(1.2)))
+    levels = np.arange(max(near - 3, 0), min(near + 4, max_level))[:, None]
+    offsets = np.arange(-12, 13)[None, :]
+    step = 4 * 1.2**levels  # a cell at each level, in the original image
+    edges, overlaps = [], []
+    for axis, (lo, hi) in enumerate(((left, right), (top, bottom))):
+        cells = np.floor((lo + hi) / 2 / step) + offsets
+        e = detector_lattice(levels, cells, axis)
+        edges.append(e)
+        overlaps.append(np.clip(np.minimum(e[1], hi) - np.maximum(e[0], lo) + 1, 0, None))
+    (xe, ye), (ox, oy) = edges, overlaps
+    inter = ox[:, :, None] * oy[:, None, :]  # (level, x cell, y cell)
+    own = (xe[1] - xe[0] + 1)[:, :, None] * (ye[1] - ye[0] + 1)[:, None, :]
+    iou = inter / (own + area - inter)
+    k, i, j = np.unravel_index(np.argmax(iou), iou.shape)
+    return (int(xe[0][k, i]), int(ye[0][k, j]), int(xe[1][k, i]), int(ye[1][k, j]))
 
 
 def rect_from_mesh(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import glvd.texture
+import glvd.texture_fill
 from glvd.api import Reconstructor
 from glvd.cameras import FRONTAL_R, euler_to_matrix
 from glvd.crop import crop_box_from_points, crop_intrinsics
@@ -104,13 +105,14 @@ def rerender(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np
 
 @contextlib.contextmanager
 def diffusion_only():
-    """The bake as it was before the skin-tone fill: the tone's fade and likeness switched off."""
-    old = glvd.texture.TONE_FADE_FRAC, glvd.texture.TONE_SIGMA
-    glvd.texture.TONE_FADE_FRAC, glvd.texture.TONE_SIGMA = 1e9, 1e9
+    """The bake as it was before the head: the skin tone's fade and likeness and the outline's background check
+    switched off."""
+    old = glvd.texture.TONE_FADE_FRAC, glvd.texture_fill.TONE_SIGMA, glvd.texture.BACKGROUND_SIGMA
+    glvd.texture.TONE_FADE_FRAC, glvd.texture_fill.TONE_SIGMA, glvd.texture.BACKGROUND_SIGMA = 1e9, 1e9, 1e-9
     try:
         yield
     finally:
-        glvd.texture.TONE_FADE_FRAC, glvd.texture.TONE_SIGMA = old
+        glvd.texture.TONE_FADE_FRAC, glvd.texture_fill.TONE_SIGMA, glvd.texture.BACKGROUND_SIGMA = old
 
 
 def border_colour(img: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import GLVDError
 from .head import Head, load_asset
-from .texture import Bake, _pull_push, _sample, bake, load_photos
+from .texture import Bake, _sample, bake, load_photos
+from .texture_fill import pull_push
 from .uv_layout import symmetry_map, uv_raster
 
 
@@ -76,7 +77,7 @@ def back_tile(head: Head, face_tex: np.ndarray, tone: np.ndarray, result: Any) -
         img[ras.texel, k] = ras.interp(np.ascontiguousarray(col[:, k]))
     wgt = np.zeros(S * S, np.float32)
     wgt[ras.texel] = 1.0
-    out = _pull_push(img.reshape(S, S, 3), wgt.reshape(S, S))  # pads the islands over the whole tile
+    out = pull_push(img.reshape(S, S, 3), wgt.reshape(S, S))  # pads the islands over the whole tile
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -89,6 +90,8 @@ NECK_FADE_M = 0.015
 #: the ears (beyond EAR_FROM_M from the middle, fading in over EAR_FADE_M) have no features of another colour
 #: than the skin, and a reconstructed ear that stands out further than the person's shows the background
 EAR_FROM_M = 0.062
+EAR_TOP_M = 0.055  # the ear's top, head frame y (the template's eye corners are at 0.034)
+EAR_FRONT_M = 0.03  # the ear's front, head frame z (the template's jaw landmark 0 is at 0.037)
 EAR_FADE_M = 0.008
 
 
@@ -103,7 +106,8 @@ def skin_only_weights(template: np.ndarray, chin: int) -> np.ndarray:
     drop = template[chin, 1] - NECK_BELOW_M - template[:, 1]
     behind_jaw = template[:, 2] < template[chin, 2] - 0.02  # the neck, not the chin's own underside
     neck = np.where(behind_jaw, _ramp(drop / NECK_FADE_M), 0.0)
-    ears = _ramp((np.abs(template[:, 0]) - EAR_FROM_M) / EAR_FADE_M)
+    ears = (_ramp((np.abs(template[:, 0]) - EAR_FROM_M) / EAR_FADE_M) * _ramp((EAR_TOP_M - template[:, 1]) / EAR_FADE_M)
+            * _ramp((EAR_FRONT_M - template[:, 2]) / EAR_FADE_M))  # not the temples' hair, not the cheeks
     return np.maximum(neck, ears).astype(np.float32)
 
 

@@ -12,14 +12,17 @@ Method (docs/texture.md has the figures):
    decides visibility with a depth tolerance. The weight is a smooth function of
    the cosine between the normal and the direction to the camera, times a
    feathering ramp (distance in texels to where this view stops being usable:
-   occlusion, silhouette, image border), so that the blend has no visible seams.
+   occlusion, silhouette, image border), so that the blend has no visible seams. Near the mesh's
+   outline in the view and at grazing angles a colour like the background right behind the outline
+   (the photo outside the mesh, diffused in under it) is not taken.
 3. **Blend**: weighted mean of the bilinearly sampled photos; the summed weight
    gives a confidence in [0, 1].
 4. **Fill**: texels with low confidence borrow from their mirror texel (the
    template is left/right symmetric; the mirror is found through the mirrored
    quad, so it follows the UV layout whatever it is), then a pull-push pyramid
    (a fast diffusion) fills what is still missing and pads every UV island out to
-   the whole square, so bilinear lookups and mipmaps never bleed background in.
+   the whole square, so bilinear lookups and mipmaps never bleed background in; what nothing saw
+   fades into the person's skin tone (:mod:`glvd.texture_fill`).
 
 All pixel coordinates follow :mod:`glvd.cameras`: pixel centres at integer + 0.5,
 an image of width W spans ``[0, W]``; cameras are OpenCV (``X_cam = R X + t``).
@@ -40,6 +43,7 @@ import torch
 
 from .errors import GLVDError
 from .topology import vertex_normals
+from .texture_fill import background_behind, hole_share, likeness, pull_push, skin_tone  # noqa: F401 (the API)
 from .uv_layout import UVRaster, _triangulate, symmetry_map, uv_raster  # noqa: F401 (symmetry_map: the API)
 
 #: Weight ramp start: a view contributes nothing where the surface is seen more obliquely than this cosine.
@@ -54,71 +58,15 @@ FILL_CONF = 0.15
 DEPTH_TOL_M = 0.004
 #: Side of the z-buffer rendered per view (pixels across the face's bounding box).
 ZBUF_SIZE = 512
-#: A texel no view saw with more than this weight (grazing angles only) counts as seen faintly.
+#: Below this facing weight a view sees the surface at a grazing angle (and may see past it).
 GRAZING_WEIGHT = 0.35
+#: Colour distance (0-255 RGB) under which a sample near an outline counts as the background behind it.
+BACKGROUND_SIGMA = 18.0
 #: Views fade in over this fraction of the z-buffer's side from the mesh's outline in the view.
-SILHOUETTE_FRAC = 0.04
+SILHOUETTE_FRAC = 0.02
 #: Unseen texels fade from the diffused colour to the skin tone over this fraction of the side (1/e).
 TONE_FADE_FRAC = 0.03
-#: Colour distance (0-255 RGB) at which a colour stops counting as skin-like (Gaussian sigma).
-TONE_SIGMA = 45.0
 
-
-def skin_tone(colors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-    """The person's skin tone ``(3,)`` float32 0-255 from baked texels ``(P, 3)`` and their confidence ``(P,)``.
-
-    The median of the well-seen texels, then again of those near it (brows, lips, eyes and hair fall out).
-    """
-    well = confidence >= 0.9
-    if well.sum() < 50:
-        well = confidence > 0
-    if not well.any():
-        return np.full(3, 128.0, np.float32)
-    px = colors[well]
-    tone = np.median(px, 0)
-    near = np.linalg.norm(px - tone, axis=1) < 1.5 * TONE_SIGMA
-    if near.sum() >= 20:
-        tone = np.median(px[near], 0)
-    return tone.astype(np.float32)
-
-
-def _likeness(colors: np.ndarray, tone: np.ndarray) -> np.ndarray:
-    """``(P,)`` in (0, 1]: 1 for the skin tone, towards 0 for colours far from it."""
-    d2 = ((colors - tone) ** 2).sum(-1)
-    return np.exp(-d2 * (0.5 / (TONE_SIGMA * TONE_SIGMA))).astype(np.float32)
-
-
-def hole_share(texture: np.ndarray, coverage: np.ndarray, chart: np.ndarray, tone: np.ndarray,
-               backgrounds: Sequence[np.ndarray] = (), expected: np.ndarray | None = None) -> tuple[float, int]:
-    """The share of the UV islands' texels that no photo saw and came out near-black or background-coloured.
-
-    Args:
-        texture: ``(S, S, 3)`` uint8; coverage ``(S, S)`` (0: no photo behind the texel); chart ``(S, S)``
-            bool, the islands (:attr:`glvd.uv_layout.UVRaster.chart`); tone: the skin tone.
-        backgrounds: RGB colours of the photos' backgrounds (0-255), e.g. the median of their borders.
-        expected: ``(S, S, 3)`` the true colours where they are known (renders of a known albedo): a texel
-            whose true colour is itself that dark or that close to a background (hair, clothes) does not count.
-    Returns:
-        ``(share, unseen texels)``; near-black: darker than 35% of the tone's brightness; background-coloured:
-        within 30 of a background colour and further than that from the tone.
-    """
-    hole = chart & (coverage <= 0)
-    n = int(hole.sum())
-    if n == 0:
-        return 0.0, 0
-
-    def bad(px: np.ndarray) -> np.ndarray:
-        out = px.mean(1) < 0.35 * float(np.mean(tone))
-        for bg in backgrounds:
-            bg = np.asarray(bg, np.float32)
-            if np.linalg.norm(bg - tone) > 30.0:
-                out |= np.linalg.norm(px - bg, axis=1) < 30.0
-        return out
-
-    wrong = bad(texture[hole].astype(np.float32))
-    if expected is not None:
-        wrong &= ~bad(np.asarray(expected)[hole].astype(np.float32))
-    return float(wrong.mean()), n
 
 
 def _zbuffer(verts: np.ndarray, tris: torch.Tensor, K: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -254,40 +202,6 @@ def _check_inputs(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uv
     return K, R, t
 
 
-def _pull_push(color: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Fill a whole image from weighted samples (Gortler et al. 1996 pull-push, a fast smooth diffusion).
-
-    Args:
-        color: ``(S, S, 3)`` float32 colours (any value where weight is 0).
-        weight: ``(S, S)`` float32 in [0, 1].
-    Returns:
-        ``(S, S, 3)`` float32: the colours where weight is 1, a smooth fill where it is 0.
-    """
-    w = np.clip(weight, 0.0, 1.0).astype(np.float32)
-    c = color.astype(np.float32) * w[..., None]  # premultiplied
-    levels: list[tuple[np.ndarray, np.ndarray]] = []
-    while True:
-        levels.append((c, w))
-        h, wd = w.shape
-        if h <= 1 and wd <= 1:
-            break
-        nh, nw = max(1, (h + 1) // 2), max(1, (wd + 1) // 2)
-        # pull: sums over 2x2 children (area mean * 4); weights saturate at 1
-        c2 = cv2.resize(c, (nw, nh), interpolation=cv2.INTER_AREA) * 4.0
-        w2 = cv2.resize(w, (nw, nh), interpolation=cv2.INTER_AREA) * 4.0
-        scale = np.minimum(w2, 1.0) / np.maximum(w2, 1e-12)
-        c, w = c2 * scale[..., None], np.minimum(w2, 1.0)
-    # push: from the coarsest level down, fill each level's missing weight with the upsampled coarser result
-    c, w = levels[-1]
-    out = c / np.maximum(w, 1e-12)[..., None]
-    for c, w in reversed(levels[:-1]):
-        up = cv2.resize(out, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR)
-        if up.ndim == 2:
-            up = up[..., None]
-        out = c + (1.0 - w)[..., None] * up
-    return out
-
-
 def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
          images: Sequence[np.ndarray], cameras: dict, size: int = 1024, symmetry: np.ndarray | None = None,
          mode: str = "blend", zbuf_size: int = ZBUF_SIZE, skin_only: np.ndarray | None = None,
@@ -374,23 +288,23 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
         sx, sy = K_f[0, 0] / Km[0, 0], K_f[1, 1] / Km[1, 1]
         col = _sample(img_f, pu * sx - 0.5, pv * sy - 0.5)
         if mode == "blend":
-            # near the mesh's outline in this view the photo may show what lies behind it (the reconstruction's
-            # silhouette is never exactly the person's): there, within SILHOUETTE_FRAC of the depth map, only
-            # colours like this view's own skin (away from the outline) are taken
+            # near the mesh's outline in this view (within SILHOUETTE_FRAC of the depth map), and where it is seen
+            # at grazing angles, the photo may show what lies behind the face (the reconstruction's silhouette is
+            # never exactly the person's): there a colour like the background right behind it is not taken
             inside = np.zeros((D + 2, D + 2), np.uint8)
             inside[1:-1, 1:-1] = np.isfinite(depth)
             sil = cv2.distanceTransform(inside, cv2.DIST_L2, 3).reshape(-1).take(iy * (D + 2) + ix)
-            edge = 1.0 - _smoothstep(sil * (1.0 / max(SILHOUETTE_FRAC * D, 1.0)))
-            interior = (wv > 0.3) & (edge <= 0.0)
-            if interior.sum() >= 50:
-                wv *= 1.0 - edge * (1.0 - _likeness(col, skin_tone(col[interior], np.ones(int(interior.sum())))))
+            risk = np.maximum(1.0 - _smoothstep(sil * (1.0 / max(SILHOUETTE_FRAC * D, 1.0))),
+                              1.0 - _smoothstep(w_ang * (1.0 / GRAZING_WEIGHT)))
+            behind = background_behind(img, A, depth)  # (D * D, 3) the background diffused under the face
+            bg = behind[np.clip(iy - 1, 0, D - 1) * D + np.clip(ix - 1, 0, D - 1)]
+            wv *= 1.0 - risk * likeness(col, bg, BACKGROUND_SIGMA)
         if mode == "best":
             take = wv > best_w
             num[take], den[take], best_w[take] = col[take] * wv[take, None], wv[take], wv[take]
         else:
             num += col * wv[:, None]
             den += wv
-            np.maximum(best_w, wv, out=best_w)
         weights[i, ras.texel] = wv
         clock("sample")
     seen = den > 0
@@ -398,13 +312,13 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     a[seen] = num[seen] / den[seen, None]
     c = np.clip(den * (1.0 / FULL_WEIGHT), 0.0, 1.0) if mode == "blend" else seen.astype(np.float32)
     tone = skin_tone(a, c)
-    # texels the photos saw only faintly (near a silhouette, or only at grazing angles) and that look nothing
-    # like the skin are the background or hair behind the silhouette: trust them less, so they do not streak
-    faint = (c < 1.0) | (best_w < GRAZING_WEIGHT) if mode == "blend" else c < 1.0
-    c[faint] *= _likeness(a[faint], tone)
+    # texels the photos saw only faintly (near a silhouette) and that look nothing like the skin are the
+    # background or hair behind the silhouette: trust them less, so they do not streak into the fill
+    faint = c < 1.0
+    c[faint] *= likeness(a[faint], tone)
     if skin_only is not None:
         so = np.clip(ras.interp(np.ascontiguousarray(skin_only, np.float32)), 0.0, 1.0)
-        c *= 1.0 - so + so * _likeness(a, tone)
+        c *= 1.0 - so + so * likeness(a, tone)
     # mirror: premultiplied bilinear lookups at each texel's mirror image (BGR-free: 4 channels = c*rgb, c)
     ca = np.zeros((S * S, 4), np.float32)
     ca[ras.texel, :3] = a * c[:, None]
@@ -420,11 +334,11 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     col_img[ras.texel] = mixed
     g_img = np.zeros(S * S, np.float32)
     g_img[ras.texel] = g
-    out = _pull_push(col_img.reshape(S, S, 3), g_img.reshape(S, S)).reshape(S * S, 3)
+    out = pull_push(col_img.reshape(S, S, 3), g_img.reshape(S, S)).reshape(S * S, 3)
     # what nothing saw becomes the person's skin tone: the diffused colour keeps its variation near what was
     # seen, fades to the tone further away, and never carries a colour far from the skin (black, background)
     far = cv2.distanceTransform((g_img.reshape(S, S) < 0.5).astype(np.uint8), cv2.DIST_L2, 3).reshape(-1)
-    keep = np.exp(-far * (1.0 / (TONE_FADE_FRAC * S)))[:, None] * _likeness(out, tone)[:, None]
+    keep = np.exp(-far * (1.0 / (TONE_FADE_FRAC * S)))[:, None] * likeness(out, tone)[:, None]
     out = tone + keep * (out - tone)
     out[ras.texel] = g[:, None] * mixed + (1.0 - g)[:, None] * out[ras.texel]
     if not seen.any():

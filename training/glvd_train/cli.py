@@ -22,6 +22,8 @@ DELEGATED = {
               "identity, on the feature cache"),
     "guided": ("glvd_train.guided_training", "train the fields to read the identity code and the landmarks, on "
                "the feature cache (whole unrolled descents; the encoder frozen)"),
+    "expression": ("glvd_train.expression_training", "train the expression head (each photo's ARKit weights from "
+                   "its landmarks) on projected landmark geometry, and attach it to a checkpoint"),
     "evaluate": ("glvd_train.evaluate", "evaluate checkpoints and baselines; writes docs/RESULTS.md"),
     "finetune-heads": ("glvd_train.finetune_heads", "fine-tune the keypoint and vertex modules on cached encoder "
                        "features, the encoder frozen (the shipped model's last stage: --unroll 10)"),

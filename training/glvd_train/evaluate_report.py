@@ -14,6 +14,7 @@ import torch
 
 from glvd.pose import BLEND_MAX_DEG, WIDE_YAW_DEG
 
+from .evaluate_expression import section as expression_section
 from .evaluate_results import (
     CONSISTENCY_SEED,
     M_3DMM,
@@ -82,6 +83,7 @@ def render_report(ev: Evaluation, plot: Path | None, out: Path) -> str:
     _protocol(ev, w)
     _targets(ev, w)
     _results(ev, w)
+    expression_section(ev, w)
     _per_step(ev, w, plot, out)
     _mediapipe(ev, w)
     _notes(w)

@@ -44,14 +44,17 @@ Curves = dict[tuple[str, int, str], list[list[float]]]
 class Evaluation:
     """The measurements: ``records`` one dict per (set, views, face, method) with the :data:`SCORES`;
     ``curves`` the face-area v2v after every descent step per face; ``rot_err`` the mean camera rotation error
-    (deg) per face; ``mp_rows`` baseline (e)'s comparison at MediaPipe's points (1 view); ``info`` how the run
-    was made (command, checkpoint and provenance, seeds, landmark sources, consistency, ...)."""
+    (deg) per face; ``mp_rows`` baseline (e)'s comparison at MediaPipe's points (1 view); ``expr_rows`` the
+    expression weights (glvd_train.evaluate_expression); ``info`` how the run was made (command, checkpoint and
+    provenance, seeds, landmark sources, consistency, ...)."""
 
     records: list[dict] = field(default_factory=list)
     curves: Curves = field(default_factory=dict)
     rot_err: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
     mp_rows: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    # a model with an expression head: per (set, views, face, landmark source) its predicted and true weights
+    expr_rows: list[dict] = field(default_factory=list)
 
     @property
     def sets(self) -> list[str]:

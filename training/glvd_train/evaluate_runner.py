@@ -75,7 +75,7 @@ def make_test_set(kit: str | None, config, seed: int, samples: int, views: int, 
     while left > 0:
         parts.append(gen.sample(min(chunk, left), views))
         left -= chunk
-    keys = ("images", "K", "R", "t", "vertices", "landmarks2d", "deformed")
+    keys = ("images", "K", "R", "t", "vertices", "landmarks2d", "deformed", "expression")
     out = {k: torch.cat([p[k] for p in parts]).cpu() for k in keys}
     if render_scale > 1:
         full = out["images"]
@@ -329,22 +329,45 @@ class _Runner:
                 out = run_glvd(mdl, imgs, K, R, t, self.steps,
                                f.detected[:V] if self.mp is not None and label == "glvd" else None,
                                guidance if label == "glvd" else None)
-            self._add(f, V, m_est, out["est"][-1], out["time"])
+            # a neutral model is scored on the face the photo shows: its neutral face + the read expression
+            shown = self._expression(f, d, V, out, R) if label == "glvd" and mdl.expression is not None else {}
+            final = {k: shown.get(k, out[k][-1]) for k in ("est", "true", "lmk") if k in out}
+            self._add(f, V, m_est, final["est"], out["time"])
             if "lmk" in out:
-                self._add(f, V, M_GLVD_LMK, out["lmk"][-1], out["time_lmk"])
+                self._add(f, V, M_GLVD_LMK, final["lmk"], out["time_lmk"])
                 curves[(*key, M_GLVD_LMK)].append(per_step_v2v(out["lmk"], f.gt))
                 rot_err[(*key, M_GLVD_LMK)].append(float(rotation_angle_deg(out["R_lmk"], R).mean()))
                 self.lmk_views[key] += out["lmk_views"]
                 self.wide_views[key] += out["wide_views"]
                 self.blended_views[key] += out["blended_views"]
-            self._add(f, V, m_true, out["true"][-1], None)
+            self._add(f, V, m_true, final["true"], None)
             curves[(*key, m_est)].append(per_step_v2v(out["est"], f.gt))
             curves[(*key, m_true)].append(per_step_v2v(out["true"], f.gt))
             rot_err[(*key, m_est)].append(float(rotation_angle_deg(out["R_est"], R).mean()))
             if label == "glvd":
                 self._add(f, V, M_TEMPLATE, out["est"][0], out["time_cam"])
-                glvd_final = out["est"][-1]
+                glvd_final = final["est"]
         return glvd_final
+
+    def _expression(self, f: _Face, d: dict, V: int, out: dict, R: torch.Tensor) -> dict:
+        """The neutral face's rows, the weights' rows (1 view) and, per camera path, the face the photos show."""
+        from .evaluate_expression import (M_GLVD_NEUTRAL, M_TEMPLATE_NEUTRAL, SRC_MEDIAPIPE, SRC_TRUTH,
+                                          neutral_truth, posed, weights)
+
+        m, e_true = self.model, d["expression"][f.i]
+        gt_n, key = neutral_truth(m, f.gt, e_true), hash((f.sname, f.i, "neutral"))
+        for method, pred in ((M_GLVD_NEUTRAL, out["est"][-1]), (M_TEMPLATE_NEUTRAL, out["est"][0])):
+            self.ev.records.append({"set": f.sname, "views": V, "face": f.i, "method": method, "time": None,
+                                    **self.scorer.score(pred, gt_n, key)})
+        lms = (f.lm_full if f.lm_full is not None else f.detected)[:V]
+        rows = {"est": out["R_est"], "true": R, "lmk": out.get("R_lmk")}
+        shown = {k: posed(m, out[k][-1], weights(m, lms, Rk)) for k, Rk in rows.items() if k in out}
+        if V == 1:
+            for src, pred in ((SRC_MEDIAPIPE, weights(m, lms, out["R_est"])),
+                              (SRC_TRUTH, weights(m, [f.gt_noisy[0].numpy()], R))):
+                self.ev.expr_rows.append({"set": f.sname, "views": V, "face": f.i, "source": src,
+                                          "pred": pred.numpy(), "true": e_true.numpy()})
+        return shown
 
     def _baselines(self, f: _Face, d: dict, V: int, glvd_final: torch.Tensor) -> None:
         """(b), (b'), (c) on its first faces, (f), and (e) at MediaPipe's points (1 view)."""
@@ -424,6 +447,11 @@ def run(a: argparse.Namespace, command: str, t_start: float) -> Evaluation:
 
     ev.info["consistency"] = identity_spread(model, a.kit, CONSISTENCY_SEED, steps=steps, detect=detect68)
     ev.info["ridge_note"] = r.ridge_note
+    if model.expression is not None:
+        from .expression_training import most_visible
+
+        names = list(model.template.expression_names)
+        ev.info["expression"] = {"names": names, "top": most_visible(model.template.expressions, names)}
     ev.info["photo_consistency"] = _photo_consistency(a, ckpt, r.ridge, r.fm, steps)
     if r.mp is not None:
         r.mp.close()

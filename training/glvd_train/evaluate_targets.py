@@ -182,6 +182,20 @@ def _vs_ridge(ev: Evaluation, t: Target) -> Iterator[Row]:
                       f"GLVD {fmt(g)} vs (f) {fmt(f_)} mm ({100 * (f_ - g) / f_:+.1f}%)", g <= (1 - t.limit) * f_)
 
 
+def _neutral(ev: Evaluation, t: Target) -> Iterator[Row]:
+    from .evaluate_expression import neutral_rows
+
+    for label, measured, ok in neutral_rows(ev):
+        yield Row(label, measured, ok)
+
+
+def _expression_weights(ev: Evaluation, t: Target) -> Iterator[Row]:
+    from .evaluate_expression import weight_rows
+
+    for label, measured, ok in weight_rows(ev, t.limit):
+        yield Row(label, measured, ok)
+
+
 #: the targets, in the report's order (held-out faces unless the label says otherwise)
 TARGETS = (
     Target("{views}-view error <= {limit:g}x template", 0.4, _vs_template, views=1),
@@ -202,6 +216,8 @@ TARGETS = (
     Target("real photos: within / between person spread ({method}; {photos} photos of {people} people, {pairs} "
            "same-person pairs{failed})", 0.4, _real_photos),
     Target("at least {limit:.0%} better than (f) ({views} view{s}, estimated cameras)", 0.15, _vs_ridge),
+    Target("neutral face no worse than the expressive one was", None, _neutral),
+    Target("expression weights R^2", 0.6, _expression_weights),
 )
 
 

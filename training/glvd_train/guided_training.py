@@ -82,17 +82,35 @@ def with_prior(model: GLVD, prior_map: torch.Tensor, prior_basis: torch.Tensor) 
     return out
 
 
-class CachedFaces:
-    """The cache as tensors, with MediaPipe's 68 per view (NaN where not found)."""
+#: what the descent is trained to land on: the rendered face, or the person's neutral face (the rendered
+#: face without its ARKit expression; the expression is read apart, glvd.expression)
+TARGETS = ("expressive", "neutral")
 
-    def __init__(self, path: Path, val_shards: int):
+
+def neutral_faces(vertices: torch.Tensor, expression: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """``vertices (F, N, 3)`` minus their expressions ``(F, E)`` times the kit's deltas ``(E, N, 3)``: the
+    identity shape with its out-of-PCA field (as the data engine builds the face, linearly)."""
+    return vertices - torch.einsum("fe,enc->fnc", expression, deltas).to(vertices.dtype)
+
+
+class CachedFaces:
+    """The cache as tensors, with MediaPipe's 68 per view (NaN where not found); ``target="neutral"``:
+    the truth is each face without its expression (``deltas (E, N, 3)``, the template's)."""
+
+    def __init__(self, path: Path, val_shards: int, target: str = "expressive",
+                 deltas: torch.Tensor | None = None):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
         c = FeatureCache(path)
         a = c.arrays
         per = c.meta["faces_per_shard"]
         self.n_val = val_shards * per
         self.images = torch.from_numpy(a["images"])  # (F, V, S, S, 3) uint8
         self.K, self.R, self.t = (torch.from_numpy(a[k]).float() for k in ("K", "R", "t"))
+        self.expression = torch.from_numpy(a["expression"]).float()  # (F, E)
         self.vertices = torch.from_numpy(a["vertices"])  # fp16
+        if target == "neutral":
+            self.vertices = neutral_faces(self.vertices.float(), self.expression, deltas).half()
         self.descriptor = torch.from_numpy(a["descriptor"].astype(np.float32))
         mesh = a["mesh2d"]
         lm = np.full(mesh.shape[:2] + (68, 2), np.nan, np.float32)
@@ -156,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prior-rank", type=int, default=32, help="rank of the identity prior (0: start from the "
                    "template); fitted on the cache when the model has none")
     p.add_argument("--kit", default=None, help="ict_facekit_light.npz for the prior (default: $GLVD_KIT or ../shared)")
+    p.add_argument("--target", choices=TARGETS, default="neutral",
+                   help="land on the rendered face or on its neutral (expression removed) face")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -188,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         gen.set_state(st["gen"])
         it, minutes_done, best = st["it"], st["minutes"], st["best"]
         log(f"resumed at iteration {it} ({minutes_done:.1f} min, best {best})")
-    data = CachedFaces(a.cache, a.val_shards)
+    deltas = torch.from_numpy(model.template.expressions.astype(np.float32))
+    load = lambda: CachedFaces(a.cache, a.val_shards, a.target, deltas)  # noqa: E731
+    data = load()
     if data.faces <= data.n_val:
         log(f"the cache has {data.faces} faces: not more than the {data.n_val} held out")
         return 2
     if best is None:
         best = {v: validate(model, data, v) for v in (1, 3)}
-        log(f"start: held-out {data.n_val} faces, true cameras: 1 view {best[1]:.3f} mm, 3 views {best[3]:.3f}")
+        log(f"start: held-out {data.n_val} faces ({a.target}), true cameras: 1 view {best[1]:.3f} mm, "
+            f"3 views {best[3]:.3f}")
         best["start"] = dict(best)
     model.train()
     logf = open(a.out / "log.csv", "a", newline="")
@@ -203,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     run = []
     while minutes_done + (time.monotonic() - t0) / 60 < a.minutes:
         if it and it % a.reload_every == 0:
-            data = CachedFaces(a.cache, a.val_shards)
+            data = load()
         # a 3-view unrolled descent costs ~7x a 1-view one on this CPU: mostly single views, some pairs
         views = 1 if float(torch.rand((), generator=gen)) >= a.multi_view_frac else min(2, data.views)
         faces = torch.randint(data.n_val, data.faces, (a.batch,), generator=gen)
@@ -235,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 provenance = {k: val for k, val in prov.items() if k not in ("path", "saved")}
                 earlier = prov.get("guided_stages", [])  # each stage appends its record
                 provenance["guided_stages"] = [*earlier, {
-                    "from": a.init_from or "shipped", "commit": git_commit(), "iterations": it,
+                    "from": a.init_from or "shipped", "commit": git_commit(), "target": a.target, "iterations": it,
                     "cache_faces": data.faces, "cache_shards": data.shards, "batch": a.batch, "unroll": a.unroll,
                     "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new,
                     "true_camera_frac": a.true_camera_frac, "minutes": round(mins, 1),

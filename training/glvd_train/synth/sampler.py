@@ -191,7 +191,7 @@ class SyntheticFaces:
         """Random crop cameras for every view of every head.
 
         Args:
-            verts: ``(B, N, 3)`` head vertices.
+            verts: ``(B, N, 3)`` head vertices, or ``(B, 68, 3)`` just their 68 landmarks.
         Returns:
             ``K (B, V, 3, 3)`` crop intrinsics, ``R (B, V, 3, 3)``, ``t (B, V, 3)``.
         """
@@ -216,7 +216,7 @@ class SyntheticFaces:
         K[..., 0, 2] = 0.5 * W
         K[..., 1, 2] = 0.5 * W
         K[..., 2, 2] = 1.0
-        lm = verts[:, self.head.landmarks68].cpu()  # (B, 68, 3)
+        lm = (verts if verts.shape[1] == 68 else verts[:, self.head.landmarks68]).cpu()  # (B, 68, 3)
         lm_cam = torch.einsum("bvij,bnj->bvni", R, lm) + t[:, :, None]
         uv = (lm_cam[..., :2] / lm_cam[..., 2:3]) * f[..., None, None] + 0.5 * W
         cx, cy, side = crop_box_from_points(uv, c.crop_margin)
@@ -227,6 +227,27 @@ class SyntheticFaces:
         Kc = crop_intrinsics(K, cx, cy, side, c.image_size)
         dev = self.device
         return Kc.to(dev), R.to(dev), t.to(dev)
+
+    def sample_landmarks(self, batch: int, views: int = 1) -> dict[str, torch.Tensor]:
+        """The 68 landmarks' projections of ``batch`` random heads, as :meth:`sample` draws the shapes and
+        cameras (out-of-PCA fields evaluated at the landmarks), without rendering anything.
+
+        Returns ``landmarks2d (B, V, 68, 2)`` crop pixels, ``K, R, t`` crop cameras, ``expression (B, E)``.
+        """
+        c, g, h = self.config, self.gen, self.head
+        ident = sample_identity(batch, h.num_identity, c.identity_std, g)
+        expr = sample_expression(batch, h.expression_names, g, c.expression_neutral_prob, c.expression_max_active)
+        lm_ids = h.landmarks68
+        rest = h.mean[lm_ids]
+        off, _ = sample_deformation(rest, self._anchors, batch, g, c.deform_amplitude, c.deform_max_bumps,
+                                    c.deform_sigma, c.deform_prob, c.deform_wave)
+        basis = h.basis.view(-1, h.num_vertices, 3)[:, lm_ids]  # (I + E, 68, 3)
+        lm3d = rest + torch.einsum("bk,knc->bnc", torch.cat([ident, expr], 1).to(rest.device), basis) + off
+        K, R, t = self._cameras(lm3d, views)
+        B, V = batch, views
+        uv = project(transform(lm3d.repeat_interleave(V, 0), R.reshape(B * V, 3, 3), t.reshape(B * V, 3)),
+                     K.reshape(B * V, 3, 3))
+        return {"landmarks2d": uv.reshape(B, V, 68, 2), "K": K, "R": R, "t": t, "expression": expr}
 
     # ------------------------------------------------------------------ lights
     def _lights(self, n: int) -> Lights:

@@ -21,6 +21,7 @@ from .cameras import Cameras
 from .checkpoint import default_checkpoint_path, load_checkpoint
 from .crop import crop_intrinsics
 from .errors import GLVDError
+from .expression import expression_offsets
 from .model import CancelToken
 from .transfer import transfer_expressions
 
@@ -44,7 +45,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Result:
     """A reconstruction. Arrays are numpy float32, metres, head frame (x subject's left, y up, z forward)."""
 
-    vertices: np.ndarray  # (T+1, N, 3); [0] is the starting template, [-1] the result
+    # (T+1, N, 3); [0] is the start, [-1] the result: the person's neutral face with a model that reads the
+    # expression apart (expression_weights is not None), else the face as the photos show it
+    vertices: np.ndarray
     keypoints: np.ndarray  # (T+1, K, 3)
     cameras: dict[str, np.ndarray]  # K (V,3,3) image pixels, R (V,3,3), t (V,3): OpenCV convention
     landmarks2d: np.ndarray  # (V, 68, 2) the result's 68 landmarks projected into each input image, pixels
@@ -63,6 +66,9 @@ class Result:
     camera_sources: list[str] = field(default_factory=list)
     # per view: "given", "EXIF", "camera", "lens N mm" (lens_35mm) or "assumed: face 1.2 m away"
     focal_sources: list[str] = field(default_factory=list)
+    # (V, 53) each photo's ARKit weights in [0, 1] (order: expression_names; 0 where no landmarks were
+    # found), None with a checkpoint without an expression head
+    expression_weights: np.ndarray | None = None
     _template_vertices: np.ndarray = field(repr=False, default=None)
     _template_expressions: np.ndarray = field(repr=False, default=None)
 
@@ -79,6 +85,20 @@ class Result:
         """``(53, N, 3)`` the kit's ARKit expression deltas carried onto this face (same topology)."""
         return transfer_expressions(self._template_vertices, self.final, self.quads,
                                     self._template_expressions.astype(np.float32))
+
+    def posed(self, view: int = 0, expressions: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 3)`` the face as photo ``view`` shows it: the neutral result plus that photo's weights times
+        :meth:`expressions` (pass them when already computed); the result itself without weights."""
+        if self.expression_weights is None:
+            return self.final
+        deltas = self.expressions() if expressions is None else expressions
+        return self.final + np.einsum("e,enc->nc", self.expression_weights[view], deltas).astype(np.float32)
+
+    def weights_by_name(self, view: int = 0) -> dict[str, float]:
+        """Photo ``view``'s ARKit weights by name (empty without an expression head)."""
+        if self.expression_weights is None:
+            return {}
+        return {n: float(w) for n, w in zip(self.expression_names, self.expression_weights[view], strict=True)}
 
 
 class Reconstructor:
@@ -258,11 +278,25 @@ class Reconstructor:
             else:
                 xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel, prep=prep)
         t_desc = time.perf_counter()
+        tpl = self.template
         K_image = torch.stack([v.K_image for v in views]).to(dev)
         img_cams = Cameras(K_image[None], cams.R, cams.t)
-        lm = xs[:, -1][:, torch.as_tensor(self.template.landmarks68, device=dev)]
-        lm2d, _ = img_cams.project(lm)
-        tpl = self.template
+        lm_ids = torch.as_tensor(tpl.landmarks68, device=dev)
+        lm = xs[:, -1][:, lm_ids]
+        weights = None
+        if self.model.expression is not None:
+            progress("expression", "reading the expression")
+            weights = self.expression_weights(views, cams)  # (1, V, E)
+            # each photo's landmarks on its own posed face (the kit's deltas at the landmarks)
+            deltas = torch.as_tensor(tpl.expressions[:, tpl.landmarks68], dtype=torch.float32, device=dev)
+            lm = lm[:, None] + expression_offsets(weights, deltas)  # (1, V, 68, 3)
+        if weights is None:
+            lm2d, _ = img_cams.project(lm)
+        else:  # each view's own face in its own camera: (1, V, V*68, 2) -> the view's own block
+            V = len(views)
+            uv, _ = img_cams.project(lm.reshape(1, V * 68, 3))
+            lm2d = torch.stack([uv[:, v, v * 68:(v + 1) * 68] for v in range(V)], 1)
+        t_expr = time.perf_counter()
         return Result(
             vertices=xs[0].cpu().numpy().astype(np.float32),
             keypoints=kps[0].cpu().numpy().astype(np.float32),
@@ -275,12 +309,20 @@ class Reconstructor:
             landmark_ids=tpl.landmarks68,
             expression_names=list(tpl.expression_names),
             timings={"preprocess_s": t_pre - t0, "identity_s": t_id - t_pre, "encode_s": t_enc - t_id,
-                     "descent_s": t_desc - t_enc,
-                     "total_s": t_desc - t0},
+                     "descent_s": t_desc - t_enc, "expression_s": t_expr - t_desc,
+                     "total_s": t_expr - t0},
             checkpoint=self.checkpoint_path,
             trained=self.trained,
             camera_sources=sources,
             focal_sources=focal_sources,
+            expression_weights=None if weights is None else weights[0].cpu().numpy().astype(np.float32),
             _template_vertices=tpl.vertices,
             _template_expressions=tpl.expressions,
         )
+
+    def expression_weights(self, views: list, cams: Cameras) -> torch.Tensor:
+        """``(1, V, E)`` each view's ARKit weights from its 68 landmarks (crop pixels) and camera rotation."""
+        nan = np.full((68, 2), np.nan, np.float32)
+        lm = np.stack([nan if v.landmarks68_crop is None else np.asarray(v.landmarks68_crop, np.float32)
+                       for v in views])
+        return self.model.expression(torch.from_numpy(lm)[None].to(self.device), cams.R)

@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="head (default): the whole head with eyes, teeth and lashes around the reconstructed face; "
                         "face: the face area alone")
     r.add_argument("--all-steps", action="store_true", help="also write one file per step (name_step01.obj, ...)")
-    r.add_argument("--json", default=None, help="write cameras, their sources, 2D landmarks, timings to this JSON")
+    r.add_argument("--json", default=None, help="write cameras, their sources, 2D landmarks, each photo's ARKit "
+                   "expression weights by name, timings to this JSON")
+    r.add_argument("--pose", choices=("neutral", "photo"), default="neutral",
+                   help="OBJ/PLY: the neutral face (default) or the face as the first photo shows it (neutral + its "
+                   "expression weights); a .glb carries both (the weights are its ARKit targets' defaults)")
     r.add_argument("--texture", default=None, help="bake the photos into this UV texture PNG")
     r.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -107,7 +111,7 @@ def _reconstruct(a: argparse.Namespace) -> int:
     if not _head_fits(rec, a.mode):
         return 2
     res = rec.reconstruct(a.images, cameras=cams, steps=a.steps, on_progress=say, lens_35mm=a.lens_35mm)
-    n = _write_outputs(res, a.images, out, a.texture, a.texture_size, a.all_steps, a.json, say, a.mode)
+    n = _write_outputs(res, a.images, out, a.texture, a.texture_size, a.all_steps, a.json, say, a.mode, a.pose)
     say("done", f"wrote {out} ({n} vertices, {res.steps} steps, {res.timings['total_s']:.2f} s)")
     return 0
 
@@ -127,10 +131,11 @@ def _head_fits(rec, mode: str) -> bool:
 
 
 def _write_outputs(res, images, out: Path, texture: str | None, texture_size: int, all_steps: bool,
-                   json_path: str | None, say, mode: str = "head") -> int:
+                   json_path: str | None, say, mode: str = "head", pose: str = "neutral") -> int:
     """The mesh (and its per-step files, texture and JSON when asked); returns its vertex count. The mesh is
     written under a temporary name and renamed last, so an existing ``out`` is always a complete result.
-    ``mode``: ``head`` (the whole head, :mod:`glvd.head`) or ``face`` (the face area alone)."""
+    ``mode``: ``head`` (the whole head, :mod:`glvd.head`) or ``face`` (the face area alone); ``pose``: OBJ/PLY
+    hold the neutral face or (``photo``) the first photo's expression on it."""
     import numpy as np
 
     from .errors import BadRequest
@@ -167,13 +172,18 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
             write_ply(path, verts, polys)
 
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+    weights = res.expression_weights
+    shape = head if head is not None else res
     try:
         if out.suffix.lower() == ".glb":
             png = Path(tex_path).read_bytes() if tex_path else None
             expr = head.expressions() if head is not None else None
             write_glb(partial, steps, polys, uvs, puv, texture_png=png, expressions=expr,
                       expression_names=head.expression_names if head is not None else None,
-                      polygon_material=pmat, materials=mats)
+                      polygon_material=pmat, materials=mats,
+                      expression_weights=None if weights is None or expr is None else weights[0])
+        elif pose == "photo" and weights is not None:
+            write(partial, steps[-1] + np.einsum("e,enc->nc", weights[0], shape.expressions()).astype(np.float32))
         else:
             write(partial, steps[-1])
         if all_steps:
@@ -185,6 +195,8 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
                 "cameras": {k: v.tolist() for k, v in res.cameras.items()}, "camera_sources": res.camera_sources,
                 "focal_sources": res.focal_sources,
                 "landmarks2d": res.landmarks2d.tolist(), "image_sizes": res.image_sizes,
+                "expression_weights": None if weights is None else [
+                    {n: round(float(x), 4) for n, x in zip(res.expression_names, w, strict=True)} for w in weights],
                 "timings": res.timings, "checkpoint": res.checkpoint, "trained": res.trained}, indent=1))
         os.replace(partial, out)
     except BaseException:  # a failed write or Ctrl-C: no half-written mesh under either name

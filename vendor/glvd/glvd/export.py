@@ -167,10 +167,11 @@ class _Buffer:
 def write_glb(path: str | Path, steps: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
               texture_png: bytes | None = None, expressions: np.ndarray | None = None,
               expression_names: Sequence[str] | None = None, polygon_material: np.ndarray | None = None,
-              materials: Sequence[Material] | None = None, name: str = "GLVD Face") -> Path:
+              materials: Sequence[Material] | None = None, name: str = "GLVD Face",
+              expression_weights: Sequence[float] | None = None) -> Path:
     """A .glb whose base mesh is step 0 (the template) with one morph target per step (the last one on), then
-    one per expression (``expressions (E, N, 3)`` deltas on the final step, all off); one primitive per
-    material (the textured one shows ``texture_png``).
+    one per expression (``expressions (E, N, 3)`` deltas on the final step, at ``expression_weights`` (E,) by
+    default, e.g. the photo's, else off); one primitive per material (the textured one shows ``texture_png``).
 
     Args:
         steps: ``(T+1, N, 3)`` vertices per step.
@@ -220,7 +221,11 @@ def write_glb(path: str | Path, steps: np.ndarray, quads: np.ndarray, uvs: np.nd
         prims.append(prim)
     T = len(steps) - 1
     weights = [0.0] * (T - 1) + [1.0] if T else []
-    weights += [0.0] * (len(names) - T)
+    if expression_weights is not None and expressions is not None:
+        if len(expression_weights) != len(expressions):
+            raise ValueError(f"{len(expression_weights)} expression weights for {len(expressions)} expressions")
+        weights += [float(w) for w in expression_weights]
+    weights += [0.0] * (len(names) - len(weights))
     gltf.update({"scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": name}],
                  "meshes": [{"name": name, "primitives": prims, "weights": weights,
                              "extras": {"targetNames": names}}]})

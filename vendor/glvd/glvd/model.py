@@ -23,6 +23,7 @@ from .camera_refine import CameraRefiner
 from .cameras import Cameras
 from .encoder import FeatureMaps, ImageEncoder
 from .errors import Cancelled
+from .expression import ExpressionHead
 from .facenet import DESCRIPTOR_DIM
 from .guidance import LANDMARK_FEATURES, Guidance
 from .pooled_sampling import pooled_samples
@@ -64,6 +65,9 @@ class ModelConfig:
     # > 0: the descent starts from, and measures its offsets against, the face the identity code predicts
     # (a linear field of this rank over the template's vertices, fitted on renders) instead of the template
     identity_prior_rank: int = 0
+    # the descent lands on the neutral face and glvd.expression reads each view's ARKit weights from its
+    # landmarks (trained apart: glvd-train expression)
+    expression_head: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,6 +83,7 @@ class ModelConfig:
         d.setdefault("identity_dim", 0)
         d.setdefault("landmark_guidance", False)
         d.setdefault("identity_prior_rank", 0)
+        d.setdefault("expression_head", False)
         return cls(**d)
 
 
@@ -311,6 +316,7 @@ class GLVD(nn.Module):
             r = cfg.identity_prior_rank
             self.register_buffer("prior_map", torch.zeros(cfg.identity_dim + 1, r))
             self.register_buffer("prior_basis", torch.zeros(r, template.num_vertices, 3))
+        self.expression = ExpressionHead(len(template.expression_names)) if cfg.expression_head else None
         self.camera_refiner = None
         if cfg.camera_refiner and self.keypoints is not None:  # it reads the keypoint module's map
             self.camera_refiner = CameraRefiner(cfg.kp_feat * len(fc), self.keypoints.global_proj.out_features,

@@ -293,6 +293,8 @@ class Worker:
                  "t": res.cameras["t"][v].tolist()} for v in range(len(images))]
         self.emit("result", rid, vertices=encode_array(shape.vertices.astype(np.float32)), mode=req["mode"],
                   **topology, expressions=expr, expression_names=res.expression_names, cameras=cams,
+                  expression_weights=None if res.expression_weights is None else encode_array(
+                      res.expression_weights.astype(np.float32)),
                   texture_png=texture_png, texture_error=texture_error,
                   landmarks2d=encode_array(res.landmarks2d.astype(np.float32)), checkpoint=res.checkpoint,
                   trained=res.trained, timings=res.timings, camera_sources=res.camera_sources,

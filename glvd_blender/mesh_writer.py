@@ -147,6 +147,27 @@ def remove_keys(obj: bpy.types.Object, names: Sequence[str]) -> None:
             obj.shape_key_remove(kb)
 
 
+def pose_expressions(obj: bpy.types.Object, names: Sequence[str], weights: np.ndarray | None,
+                     frame_start: int) -> None:
+    """The ARKit keys ``names`` at each photo's weights ``(V, E)`` (None: all 0, the neutral face); with several
+    photos one keyframe per photo (frame_start, frame_start + 1, ...), so scrubbing shows each photo's expression.
+    An updated object's earlier expression keyframes are replaced."""
+    keys = obj.data.shape_keys.key_blocks
+    for e, name in enumerate(names):
+        kb = keys.get(name)
+        if kb is None:
+            continue
+        _clear_keyframes(kb)
+        if weights is None:
+            kb.value = 0.0
+            continue
+        for v in range(len(weights)):
+            kb.value = float(weights[v][e])
+            if len(weights) > 1:
+                kb.keyframe_insert("value", frame=frame_start + v)
+        kb.value = float(weights[0][e])
+
+
 def animate_steps(obj: bpy.types.Object, frame_start: int, frames_per_step: int) -> None:
     """Keyframes that play the descent: frame_start = template, then one step per ``frames_per_step``."""
     keys = step_keys(obj)

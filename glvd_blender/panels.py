@@ -59,6 +59,8 @@ class VIEW3D_PT_glvd_reconstruct(bpy.types.Panel):
         col.prop(s, "target")
         col.prop(s, "output")
         col.prop(s, "add_expressions")
+        if s.add_expressions:
+            col.prop(s, "expression")
         col.prop(s, "texture")
         if s.texture:
             col.prop(s, "texture_size")

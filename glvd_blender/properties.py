@@ -33,6 +33,12 @@ TEXTURE_SIZE_ITEMS = [
     ("1024", "1024", "1024 x 1024 pixels"),
     ("2048", "2048", "2048 x 2048 pixels (slower to bake, for close-ups)"),
 ]
+#: the ARKit keys as the photo shows the face (the mesh itself is always the neutral face) or all at 0
+EXPRESSION_ITEMS = [
+    ("PHOTO", "As in the Photo", "The ARKit keys take each photo's expression (several photos: one keyframe "
+     "per photo); Basis and the step keys stay the neutral face"),
+    ("NEUTRAL", "Neutral", "All ARKit keys at 0: the neutral face, ready for a rig"),
+]
 
 
 def _is_camera(_self: bpy.types.PropertyGroup, obj: bpy.types.Object) -> bool:
@@ -66,6 +72,7 @@ class GLVD_PG_settings(bpy.types.PropertyGroup):
     add_expressions: BoolProperty(
         name="ARKit Expressions", default=True,
         description="Add the 53 ARKit expression shape keys, relative to the result (rig-ready)")
+    expression: EnumProperty(name="Expression", items=EXPRESSION_ITEMS, default="PHOTO")
     texture: BoolProperty(
         name="Bake Texture", default=True,
         description="Project the photos onto the face's UV map and give the result a material that uses it")

@@ -20,7 +20,14 @@ from . import inputs, mesh_writer, preferences, result_writer, worker_client
 from .inputs import InputError
 from .job import Job, Request, Timeouts, Update, focal_note, remove_texture_file
 from .prestart import worker_for
-from .properties import GLVD_PG_image_input, OUTPUT_ITEMS, SCENE_DEVICE_ITEMS, TARGET_ITEMS, TEXTURE_SIZE_ITEMS
+from .properties import (
+    EXPRESSION_ITEMS,
+    GLVD_PG_image_input,
+    OUTPUT_ITEMS,
+    SCENE_DEVICE_ITEMS,
+    TARGET_ITEMS,
+    TEXTURE_SIZE_ITEMS,
+)
 from .result_writer import Options, ResultWriter, WriteError
 from .worker_client import WorkerError
 
@@ -66,6 +73,8 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
     output: EnumProperty(name="Output", items=OUTPUT_ITEMS, default="HEAD", options={"SKIP_SAVE"},
                          description="Head or Face Area (Update Selected keeps the selected object's)")
     expressions: BoolProperty(name="ARKit Expressions", default=True, options={"SKIP_SAVE"})
+    expression: EnumProperty(name="Expression", items=EXPRESSION_ITEMS, default="PHOTO", options={"SKIP_SAVE"},
+                             description="The ARKit keys at each photo's expression, or all at 0 (neutral)")
     animate: BoolProperty(name="Animate Steps", default=False, options={"SKIP_SAVE"})
     frames_per_step: IntProperty(name="Frames per Step", default=5, min=1, max=250, options={"SKIP_SAVE"})
     use_cameras: BoolProperty(name="Use Scene Cameras", default=True, options={"SKIP_SAVE"})
@@ -111,7 +120,7 @@ class GLVD_OT_reconstruct_face(bpy.types.Operator):
             use_cameras=pick("use_cameras", s.use_cameras), checkpoint=ckpt or None,
             texture=int(pick("texture_size", s.texture_size)) if pick("texture", s.texture) else None,
             lens_35mm=float(pick("lens_35mm", s.lens_35mm)) or None,
-            mode=str(pick("output", s.output)).lower(),
+            mode=str(pick("output", s.output)).lower(), expression=str(pick("expression", s.expression)),
         )
 
     def _prepare(self, context: bpy.types.Context) -> None:

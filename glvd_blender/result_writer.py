@@ -42,6 +42,8 @@ class Options:
     texture: int | None = None  # texture size, None: no texture
     lens_35mm: float | None = None  # lens of photos without EXIF focal length, None: the runtime's assumption
     mode: str = "head"  # "head" (the whole head) or "face" (the face area alone)
+    # "PHOTO": the ARKit keys take each photo's expression weights (the mesh stays neutral); "NEUTRAL": all 0
+    expression: str = "PHOTO"
 
 
 def object_mode(obj: bpy.types.Object) -> str:
@@ -145,7 +147,8 @@ class ResultWriter:
         last = obj.data.shape_keys.key_blocks[step_key_name(steps)]
         names = [str(n) for n in (res.get("expression_names") or [])]
         old_names = list(obj.get("glvd_expression_names", []))
-        if self.opts.expressions and res.get("expressions") is not None:
+        with_expressions = bool(self.opts.expressions and res.get("expressions") is not None)
+        if with_expressions:
             mesh_writer.remove_keys(obj, [n for n in old_names if n not in names])
             deltas = frames.head_to_blender(res["expressions"])
             mesh_writer.write_expressions(obj, verts[steps], deltas, names, relative_to=last)
@@ -156,6 +159,9 @@ class ResultWriter:
         if self.opts.animate:
             mesh_writer.animate_steps(obj, self.scene.frame_start, self.opts.frames_per_step)
         mesh_writer.show_only(obj, last.name)
+        if with_expressions:
+            weights = res.get("expression_weights") if self.opts.expression == "PHOTO" else None
+            mesh_writer.pose_expressions(obj, names, weights, self.scene.frame_start)
         self._record(obj, res, steps, elapsed)
         obj.data.update()
         if self.opts.texture:
@@ -197,6 +203,10 @@ class ResultWriter:
         # the same as codes a script can test (given, exif, lens, camera, assumed), and the assumed distance
         obj["glvd_focal_codes"] = [str(c) for c in res.get("focal_codes") or []]
         obj["glvd_assumed_distance_m"] = float(res.get("assumed_distance_m") or 0.0)
+        # each photo's ARKit weights as the model read them (whatever the Expression option), for scripts
+        w = res.get("expression_weights")
+        obj["glvd_expression_weights"] = json.dumps([] if w is None else [[round(float(x), 4) for x in row]
+                                                                          for row in w])
 
     def abort(self) -> None:
         """Leave the scene as it was: remove what we created, restore what we updated."""

@@ -6,6 +6,7 @@ The runtime runs out of process, exactly as in the desktop app.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
         op = bpy.ops.glvd.reconstruct_face
         r["undo_flag"] = "UNDO" in bpy.types.GLVD_OT_reconstruct_face.bl_options
         ret = op(images=[{{"name": "", "filepath": {str(face_photo)!r}}}], steps=3, device="CPU",
-                 checkpoint={str(checkpoint)!r}, expressions=True, output="FACE")
+                 checkpoint={str(checkpoint)!r}, expressions=True, output="FACE", expression="NEUTRAL")
         r["ret"] = sorted(ret)
         r["new_objects"] = len(bpy.data.objects) - n_objects
         r["new_meshes"] = len(bpy.data.meshes) - n_meshes
@@ -175,6 +176,8 @@ def test_reconstruct_matches_cli_then_update_in_place(face_photo: Path, checkpoi
     assert 0.0 < res["expr_delta_max"] < 0.1  # a real delta, in metres
     props = res["props"]
     assert props["glvd_face"] and props["glvd_steps"] == 3 and props["glvd_photos"] == [str(face_photo)]
+    weights = json.loads(props["glvd_expression_weights"])  # read whatever the option: [] without a head
+    assert weights == [] or (len(weights) == 1 and len(weights[0]) == 53 and 0 <= min(weights[0]) <= max(weights[0]) <= 1)
     assert props["glvd_checkpoint"] == str(checkpoint) and "blender_total_s" in props["glvd_timings"]
     from glvd.pose import FROM_BLENDED, FROM_HEAD, FROM_LANDMARKS
 
@@ -517,6 +520,26 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
             r[label] = {{"warnings": w.warnings, "materials": len(o.data.materials), "added": [
                 a - b for a, b in zip(counts(), c0)]}}
             mesh_writer.remove_object(o)
+        # the Expression option: the ARKit keys at each photo's weights (two photos: a keyframe each), or all 0
+        import numpy as np
+        N = len(results["warm"]["vertices"][0])
+        fake = dict(results["warm"], expression_names=["jawOpen", "mouthSmile_L"],
+                    expressions=np.full((2, N, 3), 0.001, np.float32),
+                    expression_weights=np.array([[0.25, 0.5], [0.75, 0.0]], np.float32))
+        for pose in ("PHOTO", "NEUTRAL"):
+            opts = writer_mod.Options(steps=4, device="cpu", target="NEW", expressions=True, animate=False,
+                               frames_per_step=5, use_cameras=False, checkpoint=CKPT, texture=None, mode="face",
+                               expression=pose)
+            w = writer_mod.ResultWriter(ctx, opts, inputs.from_paths([PHOTO, PHOTO]), None)
+            o = w.finish(fake, 0.0)
+            kb = o.data.shape_keys.key_blocks
+            frames = {{}}
+            for n in ("jawOpen", "mouthSmile_L"):
+                fc = mesh_writer._fcurve(kb[n])
+                frames[n] = [] if fc is None else [[round(p.co[0]), round(p.co[1], 3)] for p in fc.keyframe_points]
+            r["pose_" + pose] = {{"values": [round(kb[n].value, 3) for n in ("jawOpen", "mouthSmile_L")],
+                                 "frames": frames, "start": ctx.scene.frame_start}}
+            mesh_writer.remove_object(o)
         ctx.view_layer.objects.active = ob
         snap_keys = [k.name for k in ob.data.shape_keys.key_blocks]
         import numpy as np
@@ -551,6 +574,11 @@ def test_live_steps_cancel_and_restore(face_photo: Path, checkpoint: Path, insta
     assert "missing" in res["texture_missing"]["warnings"][0]
     for label in ("texture_error", "texture_missing"):
         assert res[label]["materials"] == 0 and res[label]["added"] == [1, 1, 0, 0], res[label]
+    photo, neutral = res["pose_PHOTO"], res["pose_NEUTRAL"]
+    assert photo["values"] == [0.25, 0.5] and neutral["values"] == [0.0, 0.0]
+    f0 = photo["start"]
+    assert photo["frames"] == {"jawOpen": [[f0, 0.25], [f0 + 1, 0.75]], "mouthSmile_L": [[f0, 0.5], [f0 + 1, 0.0]]}
+    assert neutral["frames"] == {"jawOpen": [], "mouthSmile_L": []}
     assert res["cancel_update_added"] == [0, 0, 0, 0]
     assert res["cancel_update"]["state"] == "cancelled"
     assert res["restored_keys"] and res["restored_co"] and res["values"][-1] == 1.0

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kit", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--half", action="store_true", help="store the weights as float16 (the shipped file)")
     p.add_argument("--head-from", default=None, help="continue from this checkpoint's expression head (with "
                    "--minutes 0: just move it onto --init-from's descent)")
     a = p.parse_args(argv)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "rotation_noise_deg": a.rotation_noise, "top10": [names[i] for i in top],
         "validation": {k: {"mae": round(v["mae"], 4), "r2_top10": [round(x, 3) for x in v["r2_top10"]]}
                        for k, v in best.items()}}
-    save_checkpoint(a.out, model.eval(), provenance)
+    save_checkpoint(a.out, model.eval(), provenance, half=a.half)
     log(f"done: {it} iterations -> {a.out}")
     for k, v in best.items():
         log(f"  {k}: MAE {v['mae']:.4f}; R2 " + ", ".join(f"{names[i]} {r:.2f}" for i, r in zip(top, v["r2_top10"],

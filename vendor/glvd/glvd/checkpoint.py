@@ -27,17 +27,22 @@ def default_checkpoint_path() -> Path:
     return Path(__file__).resolve().parent / "weights" / DEFAULT_NAME
 
 
-def save_checkpoint(path: str | os.PathLike, model: GLVD, provenance: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one)."""
+def save_checkpoint(path: str | os.PathLike, model: GLVD, provenance: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write ``model`` to ``path`` atomically (a partial file never replaces a good one). ``half``: store the
+    floating-point weights as float16 (half the file; loading casts them back to the model's float32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prov = dict(provenance or {})
     prov.setdefault("saved", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    if half:
+        prov["stored_as"] = "float16"
+    store = (lambda v: v.half() if v.is_floating_point() else v) if half else (lambda v: v)  # noqa: E731
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": model.cfg.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: store(v.detach().cpu()) for k, v in model.state_dict().items()},
         "template": model.template.to_tensors(),
         "provenance": prov,
     }

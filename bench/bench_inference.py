@@ -21,6 +21,7 @@ import torch
 from glvd.cameras import default_intrinsics
 from glvd.checkpoint import default_checkpoint_path, load_checkpoint
 from glvd.cuda_graph import GraphedPipeline, eager_reconstruction
+from glvd.expression import expression_offsets
 
 
 def _median_ms(fn, runs: int, sync) -> float:
@@ -98,6 +99,13 @@ def main() -> None:
         b_ms = _median_ms(batch, max(5, a.runs // 4), sync)
         # the identity backbone (glvd.identity): the chip from a photo and dlib's ResNet, once per view
         id_rows = identity_rows(dev, a.runs, sync)
+        expr_ms = None
+        if model.expression is not None:  # each photo's ARKit weights from its 68 landmarks (glvd.expression)
+            lm = torch.rand(1, 1, 68, 2, device=dev) * S
+            R = torch.eye(3, device=dev).expand(1, 1, 3, 3)
+            deltas = torch.as_tensor(model.template.expressions[:, model.template.landmarks68], dtype=torch.float32,
+                                     device=dev)
+            expr_ms = _median_ms(lambda: expression_offsets(model.expression(lm, R), deltas), a.runs, sync)
     if cuda:  # the same workloads replayed as CUDA graphs (glvd.cuda_graph: front, descent, refine)
         for faces, views in ((1, 1), (1, 4), (B, 1)):
             imgs = torch.rand(faces, views, 3, S, S, device=dev)
@@ -122,6 +130,8 @@ def main() -> None:
           f"({(one_view + chip_ms + net_ms) / ref_ms:.0f} x_ref)")
     print(f"  + dlib's 5-point predictor (alignment='dlib5', numpy, rectangle from the mesh): {sp_ms:.1f} ms "
           f"-> descriptor {chip_ms + net_ms + sp_ms:.1f} ms per view")
+    if expr_ms is not None:
+        print(f"expression weights (1 view, + the posed landmarks): {expr_ms:.2f} ms ({expr_ms / ref_ms:.0f} x_ref)")
     for faces, views, ms in graph_rows:
         if isinstance(ms, str):
             print(f"CUDA graph, {faces} x {views} views: {ms}")

@@ -159,7 +159,7 @@ def test_glb_carries_the_photo_weights_as_the_targets_defaults(tmp_path):
 
 
 @pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="needs the shipped checkpoint")
-def test_the_shipped_model_reads_the_astronauts_smile_and_lands_on_a_neutral_mouth():
+def test_the_shipped_model_reads_the_astronauts_smile_and_lands_on_a_neutral_mouth(tmp_path):
     """On real photos (evaluation only): the astronaut smiles, Grace Hopper does not."""
     from glvd.api import Reconstructor
     from runtime_fixtures import package_photos
@@ -181,5 +181,14 @@ def test_the_shipped_model_reads_the_astronauts_smile_and_lands_on_a_neutral_mou
 
     assert width(res.final) <= width(tpl.vertices) + 4.0  # the neutral mouth: not the smile's
     assert width(res.posed()) > width(res.final) + 2.0  # the photo's: the smile
+    # the CLI's files: --json carries the weights by name, --pose photo writes the posed face
+    from glvd.cli import _write_outputs
+    from glvd.export import read_obj_vertices
+
+    out, js = tmp_path / "posed.obj", tmp_path / "r.json"
+    _write_outputs(res, [photos["astronaut"]], out, None, 1024, False, str(js), lambda *a: None, "face", "photo")
+    weights = json.loads(js.read_text())["expression_weights"]
+    assert len(weights) == 1 and abs(weights[0]["mouthSmile_L"] - w["mouthSmile_L"]) < 1e-3
+    np.testing.assert_allclose(read_obj_vertices(out), res.posed(), atol=1e-5)
     grace = rec.reconstruct(photos["grace_hopper"]).weights_by_name()
     assert max(grace["mouthSmile_L"], grace["mouthSmile_R"], grace["jawOpen"]) < 0.3

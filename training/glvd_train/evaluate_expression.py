@@ -19,6 +19,8 @@ from .evaluate_results import HELD_OUT, Evaluation, fmt
 
 M_GLVD_NEUTRAL = "GLVD neutral face vs the true neutral, estimated cameras"
 M_TEMPLATE_NEUTRAL = "(a) template vs the true neutral"
+#: the real-photo consistency of the faces as the photos show them (neutral + the read expression)
+M_GLVD_POSED = "GLVD as in the photo (neutral + read expression), photo path"
 #: where the expression head's landmarks came from in the weight rows
 SRC_MEDIAPIPE = "MediaPipe on the render"
 SRC_TRUTH = "true landmarks + 2 px noise, true rotation"

@@ -125,6 +125,7 @@ def _load_ridge(a):
 
 def _photo_consistency(a, ckpt: Path, ridge, fm, steps: int) -> dict | None:
     """Real-photo identity consistency of GLVD and (f) (evaluation only), or None without the photos."""
+    from .evaluate_expression import M_GLVD_POSED
     from .photo_consistency import default_photos_dir, glvd_method, photo_spread, ridge_method
 
     if a.photos_identity == "none":
@@ -135,7 +136,10 @@ def _photo_consistency(a, ckpt: Path, ridge, fm, steps: int) -> dict | None:
         return None
     from glvd.api import Reconstructor
 
-    methods = {M_GLVD_LMK: glvd_method(Reconstructor(ckpt, device="cpu"), steps)}
+    rec, shared = Reconstructor(ckpt, device="cpu"), {}
+    methods = {M_GLVD_LMK: glvd_method(rec, steps, cache=shared)}
+    if rec.model.expression is not None:  # the neutral faces above; the faces as the photos show them here
+        methods[M_GLVD_POSED] = glvd_method(rec, steps, posed=True, cache=shared)
     if ridge is not None:
         methods[M_RIDGE] = ridge_method(ridge, fm)
     return {"folder": str(folder), "rows": photo_spread(folder, methods, log=say)}

@@ -82,9 +82,17 @@ def ridge_method(ridge, face_model) -> Callable[[Path], np.ndarray]:
     return run
 
 
-def glvd_method(reconstructor, steps: int | None = None) -> Callable[[Path], np.ndarray]:
+def glvd_method(reconstructor, steps: int | None = None, posed: bool = False,
+                cache: dict | None = None) -> Callable[[Path], np.ndarray]:
+    """The final shape of each photo's reconstruction; ``posed``: with the photo's expression on it
+    (:meth:`glvd.api.Result.posed`; a model without an expression head gives the same); ``cache``: a dict
+    two methods share so that each photo is reconstructed once."""
+    cache = {} if cache is None else cache
+
     def run(path: Path) -> np.ndarray:
-        res = reconstructor.reconstruct([str(path)], **({"steps": steps} if steps else {}))
-        return res.vertices[-1]
+        if path not in cache:
+            cache[path] = reconstructor.reconstruct([str(path)], **({"steps": steps} if steps else {}))
+        res = cache[path]
+        return res.posed() if posed else res.vertices[-1]
 
     return run

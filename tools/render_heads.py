@@ -134,33 +134,40 @@ def sheet(photos: list[Path], renders: list[tuple[str, Path]], size: int, out: P
     img.save(out, optimize=True)
 
 
+def heads(size: int, synthetic: str | None):
+    """For each photo set: ``(name, photos, head object, scene, scratch folder)``, the head as Reconstruct
+    Face makes it, the final step shown; the worker runs for the whole loop, each head is removed after its
+    turn (what tools/render_expression.py and main() share)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    tmp = Path(tempfile.mkdtemp())
+    worker = worker_client.Worker(worker_client.worker_command(sys.executable),
+                                  env=worker_client.worker_env([str(REPO / "vendor" / "glvd")])).start()
+    try:
+        s = setup_scene(size)
+        for name, photos in photo_sets(tmp, synthetic):
+            obj = reconstruct(worker, photos)
+            show_only(obj, "GLVD 10")
+            yield name, photos, obj, s, tmp
+            bpy.data.objects.remove(obj, do_unlink=True)
+    finally:
+        worker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "docs" / "head"))
     ap.add_argument("--size", type=int, default=360)
     ap.add_argument("--synthetic", default=None, help="folder with synthetic_view1..3.png")
     a = ap.parse_args(argv)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    tmp = Path(tempfile.mkdtemp())
-    worker = worker_client.Worker(worker_client.worker_command(sys.executable),
-                                  env=worker_client.worker_env([str(REPO / "vendor" / "glvd")])).start()
-    try:
-        s = setup_scene(a.size)
-        for name, photos in photo_sets(tmp, a.synthetic):
-            obj = reconstruct(worker, photos)
-            show_only(obj, "GLVD 10")
-            shots = []
-            for label, yaw, keys in VIEWS:
-                path = tmp / f"{name}_{len(shots)}.png"
-                render(s, obj, yaw, keys, path)
-                shots.append((label, path))
-            sheet(photos, shots, a.size, Path(a.out) / f"{name}.png")
-            print(f"wrote {Path(a.out) / f'{name}.png'}")
-            bpy.data.objects.remove(obj, do_unlink=True)
-    finally:
-        worker.stop()
+    for name, photos, obj, s, tmp in heads(a.size, a.synthetic):
+        shots = []
+        for label, yaw, keys in VIEWS:
+            path = tmp / f"{name}_{len(shots)}.png"
+            render(s, obj, yaw, keys, path)
+            shots.append((label, path))
+        sheet(photos, shots, a.size, Path(a.out) / f"{name}.png")
+        print(f"wrote {Path(a.out) / f'{name}.png'}", flush=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,19 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-import bpy  # noqa: E402
-from render_heads import photo_sets, reconstruct, render, setup_scene, sheet  # noqa: E402
-
-from glvd_blender import worker_client  # noqa: E402
-from glvd_blender.mesh_writer import show_only  # noqa: E402
-
+from render_heads import heads, render, sheet  # noqa: E402
 
 def caption(path: Path, weights: dict[str, float], threshold: float = 0.15) -> None:
     """The weights above ``threshold`` written under the sheet."""
@@ -44,32 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=360)
     ap.add_argument("--synthetic", default=None, help="folder with synthetic_view1..3.png")
     a = ap.parse_args(argv)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    tmp = Path(tempfile.mkdtemp())
-    worker = worker_client.Worker(worker_client.worker_command(sys.executable),
-                                  env=worker_client.worker_env([str(REPO / "vendor" / "glvd")])).start()
-    try:
-        s = setup_scene(a.size)
-        for name, photos in photo_sets(tmp, a.synthetic):
-            obj = reconstruct(worker, photos)
-            show_only(obj, "GLVD 10")
-            rows = json.loads(obj.get("glvd_expression_weights") or "[]")
-            if not rows:
-                raise SystemExit("the checkpoint has no expression head: nothing to show")
-            weights = dict(zip(obj["glvd_expression_names"], rows[0], strict=True))
-            shots = []
-            for label, yaw, keys in (("neutral", 0.0, {}), ("as in the photo", 0.0, weights),
-                                     ("neutral, 45 deg", 45.0, {}), ("as in the photo, 45 deg", 45.0, weights)):
-                path = tmp / f"{name}_{len(shots)}.png"
-                render(s, obj, yaw, keys, path)
-                shots.append((label, path))
-            out = Path(a.out) / f"{name}.png"
-            sheet(photos, shots, a.size, out)
-            caption(out, weights)
-            print(f"wrote {out}")
-            bpy.data.objects.remove(obj, do_unlink=True)
-    finally:
-        worker.stop()
+    for name, photos, obj, s, tmp in heads(a.size, a.synthetic):
+        rows = json.loads(obj.get("glvd_expression_weights") or "[]")
+        if not rows:
+            raise SystemExit("the checkpoint has no expression head: nothing to show")
+        weights = dict(zip(obj["glvd_expression_names"], rows[0], strict=True))
+        shots = []
+        for label, yaw, keys in (("neutral", 0.0, {}), ("as in the photo", 0.0, weights),
+                                 ("neutral, 45 deg", 45.0, {}), ("as in the photo, 45 deg", 45.0, weights)):
+            path = tmp / f"{name}_{len(shots)}.png"
+            render(s, obj, yaw, keys, path)
+            shots.append((label, path))
+        out = Path(a.out) / f"{name}.png"
+        sheet(photos, shots, a.size, out)
+        caption(out, weights)
+        print(f"wrote {out}")
     return 0
 
 

@@ -8,7 +8,6 @@ the photo), from the front and at 45 degrees; the weights that are on are listed
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from render_heads import heads, render, sheet  # noqa: E402
+from render_heads import heads, render, sheet, sheet_options  # noqa: E402
 
 def caption(path: Path, weights: dict[str, float], threshold: float = 0.15) -> None:
     """The weights above ``threshold`` written under the sheet."""
@@ -33,11 +32,7 @@ def caption(path: Path, weights: dict[str, float], threshold: float = 0.15) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "docs" / "expression"))
-    ap.add_argument("--size", type=int, default=360)
-    ap.add_argument("--synthetic", default=None, help="folder with synthetic_view1..3.png")
-    a = ap.parse_args(argv)
+    a = sheet_options(__doc__, "expression", argv)
     for name, photos, obj, s, tmp in heads(a.size, a.synthetic):
         rows = json.loads(obj.get("glvd_expression_weights") or "[]")
         if not rows:

@@ -153,12 +153,17 @@ def heads(size: int, synthetic: str | None):
         worker.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "docs" / "head"))
+def sheet_options(doc: str, out: str, argv: list[str] | None) -> argparse.Namespace:
+    """The docs' render tools' options: ``--out`` (default ``docs/<out>``), ``--size``, ``--synthetic``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=str(REPO / "docs" / out))
     ap.add_argument("--size", type=int, default=360)
     ap.add_argument("--synthetic", default=None, help="folder with synthetic_view1..3.png")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = sheet_options(__doc__, "head", argv)
     for name, photos, obj, s, tmp in heads(a.size, a.synthetic):
         shots = []
         for label, yaw, keys in VIEWS:

@@ -34,7 +34,8 @@ from glvd.landmarks_map import mediapipe_to_68
 from glvd.model import GLVD, Guidance, ModelConfig
 
 from .feature_cache import FeatureCache
-from .train import git_commit, jitter_cameras, unrolled_field_losses
+from .losses import jitter_cameras, unrolled_field_losses
+from .train import git_commit
 
 NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight")
 

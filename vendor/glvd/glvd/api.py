@@ -191,10 +191,6 @@ class Reconstructor:
             lens_35mm: the lens of photos without ``focal_px`` or an EXIF focal length, as a 35 mm-equivalent
                 focal length (e.g. 26 for a phone's main camera), instead of that assumption.
         """
-        from .pose import descend_with_landmark_cameras
-        from .cameras import focal_from_exif_35mm
-        from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, load_image_info, prepare_view
-
         if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
             images = [images]
         images = list(images)
@@ -207,7 +203,40 @@ class Reconstructor:
         if cameras is not None and len(cameras) != len(images):
             raise GLVDError(f"{len(cameras)} cameras were given for {len(images)} photos")
         progress = on_progress or (lambda stage, msg: None)
-        t0 = time.perf_counter()
+        t = {"start": time.perf_counter()}
+        views, pixels, focal_sources = self._load(images, cameras, focal_px, lens_35mm, progress, cancel)
+        t["preprocess"] = time.perf_counter()
+        guidance = None
+        if self.model.needs_guidance:
+            progress("identity", "reading the identity")
+            guidance = self.guidance(views, pixels)
+        t["identity"] = time.perf_counter()
+        progress("encode", "encoding photos")
+        feats, prep, cams, pipeline = self._encode(views, guidance, cameras, steps)
+        t["encode"] = time.perf_counter()
+
+        def _step(i: int, x: torch.Tensor) -> None:
+            progress("step", f"step {i}/{steps}")
+            if on_step is not None:
+                on_step(i, x[0].detach().cpu().numpy().astype(np.float32))
+
+        xs, kps, cams, sources = self._descend(views, feats, prep, cams, cameras is not None, pipeline, steps, _step,
+                                               cancel)
+        t["descent"] = time.perf_counter()
+        weights = None
+        if self.model.expression is not None:
+            progress("expression", "reading the expression")
+            weights = self.expression_weights(views, cams)  # (1, V, E)
+        return self._result(views, xs, kps, cams, sources, focal_sources, weights, t)
+
+    def _load(self, images: list, cameras: Sequence[dict] | None, focal_px: Sequence[float | None] | None,
+              lens_35mm: float | None, progress: Callable[[str, str], None],
+              cancel: CancelToken | None) -> tuple[list, list[np.ndarray], list[str]]:
+        """Each photo read, its focal length found (given, EXIF, lens, camera, or assumed), its face detected and
+        cropped: the prepared views, their pixels and where each focal length came from."""
+        from .cameras import focal_from_exif_35mm
+        from .preprocess import FOCAL_EXIF, FOCAL_GIVEN, load_image_info, prepare_view
+
         views, focal_sources, pixels = [], [], []
         for i, src in enumerate(images):
             name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {i + 1}"
@@ -229,16 +258,14 @@ class Reconstructor:
             if cancel is not None and cancel.is_set():
                 from .errors import Cancelled
                 raise Cancelled("reconstruction cancelled")
-        t_pre = time.perf_counter()
+        return views, pixels, focal_sources
+
+    def _encode(self, views: list, guidance, cameras: Sequence[dict] | None, steps: int):
+        """The encoder's features, the fields' prepared inputs and the cameras (given, or the camera head's
+        estimate); the CUDA-graph pipeline when this shape runs as one (else None)."""
         dev = self.device
         crops = torch.stack([v.crop for v in views])[None].to(dev)  # (1, V, 3, S, S)
         K_crop = torch.stack([v.K_crop for v in views])[None].to(dev)
-        guidance = None
-        if self.model.needs_guidance:
-            progress("identity", "reading the identity")
-            guidance = self.guidance(views, pixels)
-        t_id = time.perf_counter()
-        progress("encode", "encoding photos")
         # the captured graphs take images only: a model that reads the identity code and landmarks runs eagerly
         pipeline = None if self.model.needs_guidance else self._pipeline(len(views), steps)
         if pipeline is not None:
@@ -256,47 +283,46 @@ class Reconstructor:
             Kc = torch.stack([crop_intrinsics(K_img[i], *[torch.tensor(float(b)) for b in v.box], self.image_size)
                               for i, v in enumerate(views)])[None]
             cams = Cameras(Kc.to(dev), R.to(dev), t.to(dev))
-            sources = ["given"] * len(views)
         else:
             cams = estimate if estimate is not None else self.model.estimate_cameras(feats, K_crop, prep)
-            sources = None  # placed by landmarks below where the detector gave them
-        t_enc = time.perf_counter()
+        return feats, prep, cams, pipeline
 
-        def _step(i: int, x: torch.Tensor) -> None:
-            progress("step", f"step {i}/{steps}")
-            if on_step is not None:
-                on_step(i, x[0].detach().cpu().numpy().astype(np.float32))
+    def _descend(self, views: list, feats, prep: dict, cams: Cameras, given: bool, pipeline, steps: int,
+                 on_step: Callable, cancel: CancelToken | None):
+        """The descent; estimated cameras are placed by the detector's landmarks where it found them
+        (:func:`glvd.pose.descend_with_landmark_cameras`). Returns ``xs``, ``kps``, the final cameras and where
+        each view's camera came from."""
+        from .pose import descend_with_landmark_cameras
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            if sources is None:
-                xs, kps, cams, sources = descend_with_landmark_cameras(
-                    self.model, feats, cams, [v.landmarks68_crop for v in views], steps, prep=prep, on_step=_step,
+            if not given:
+                return descend_with_landmark_cameras(
+                    self.model, feats, cams, [v.landmarks68_crop for v in views], steps, prep=prep, on_step=on_step,
                     cancel=cancel, graphs=pipeline)
-            elif pipeline is not None:
-                xs, kps = pipeline.descend(cams, on_step=_step, cancel=cancel)
+            if pipeline is not None:
+                xs, kps = pipeline.descend(cams, on_step=on_step, cancel=cancel)
             else:
-                xs, kps = self.model.descend(feats, cams, steps, on_step=_step, cancel=cancel, prep=prep)
-        t_desc = time.perf_counter()
-        tpl = self.template
+                xs, kps = self.model.descend(feats, cams, steps, on_step=on_step, cancel=cancel, prep=prep)
+        return xs, kps, cams, ["given"] * len(views)
+
+    def _result(self, views: list, xs: torch.Tensor, kps: torch.Tensor, cams: Cameras, sources: list[str],
+                focal_sources: list[str], weights: torch.Tensor | None, t: dict[str, float]) -> Result:
+        """The :class:`Result`: the arrays on the CPU, the cameras in image pixels, each photo's landmarks
+        projected (on its own posed face when the expression is read), the timings."""
+        dev, tpl = self.device, self.template
         K_image = torch.stack([v.K_image for v in views]).to(dev)
         img_cams = Cameras(K_image[None], cams.R, cams.t)
-        lm_ids = torch.as_tensor(tpl.landmarks68, device=dev)
-        lm = xs[:, -1][:, lm_ids]
-        weights = None
-        if self.model.expression is not None:
-            progress("expression", "reading the expression")
-            weights = self.expression_weights(views, cams)  # (1, V, E)
-            # each photo's landmarks on its own posed face (the kit's deltas at the landmarks)
-            deltas = torch.as_tensor(tpl.expressions[:, tpl.landmarks68], dtype=torch.float32, device=dev)
-            lm = lm[:, None] + expression_offsets(weights, deltas)  # (1, V, 68, 3)
+        lm = xs[:, -1][:, torch.as_tensor(tpl.landmarks68, device=dev)]
         if weights is None:
             lm2d, _ = img_cams.project(lm)
-        else:  # each view's own face in its own camera: (1, V, V*68, 2) -> the view's own block
+        else:  # each photo's landmarks on its own posed face (the kit's deltas at the landmarks), in its camera
+            deltas = torch.as_tensor(tpl.expressions[:, tpl.landmarks68], dtype=torch.float32, device=dev)
             V = len(views)
-            uv, _ = img_cams.project(lm.reshape(1, V * 68, 3))
+            posed = (lm[:, None] + expression_offsets(weights, deltas)).reshape(1, V * 68, 3)
+            uv, _ = img_cams.project(posed)  # (1, V, V*68, 2): the view's own block
             lm2d = torch.stack([uv[:, v, v * 68:(v + 1) * 68] for v in range(V)], 1)
-        t_expr = time.perf_counter()
+        t_end = time.perf_counter()
         return Result(
             vertices=xs[0].cpu().numpy().astype(np.float32),
             keypoints=kps[0].cpu().numpy().astype(np.float32),
@@ -308,9 +334,9 @@ class Reconstructor:
             quad_uvs=tpl.quad_uvs,
             landmark_ids=tpl.landmarks68,
             expression_names=list(tpl.expression_names),
-            timings={"preprocess_s": t_pre - t0, "identity_s": t_id - t_pre, "encode_s": t_enc - t_id,
-                     "descent_s": t_desc - t_enc, "expression_s": t_expr - t_desc,
-                     "total_s": t_expr - t0},
+            timings={"preprocess_s": t["preprocess"] - t["start"], "identity_s": t["identity"] - t["preprocess"],
+                     "encode_s": t["encode"] - t["identity"], "descent_s": t["descent"] - t["encode"],
+                     "expression_s": t_end - t["descent"], "total_s": t_end - t["start"]},
             checkpoint=self.checkpoint_path,
             trained=self.trained,
             camera_sources=sources,

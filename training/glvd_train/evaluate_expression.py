@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from glvd.expression import expression_offsets
+from glvd.guidance import landmark_stack
 
 from .evaluate_results import HELD_OUT, Evaluation, fmt
+from .expression_training import r_squared
 
 M_GLVD_NEUTRAL = "GLVD neutral face vs the true neutral, estimated cameras"
 M_TEMPLATE_NEUTRAL = "(a) template vs the true neutral"
@@ -36,8 +38,7 @@ EXPRESSIVE_BEFORE_MM = {1: 3.41, 3: 3.23}
 def weights(model, landmarks: list[np.ndarray | None], R: torch.Tensor) -> torch.Tensor:
     """``(E,)`` the face's weights: the mean over the views with landmarks (``(68, 2)`` crop pixels or None)
     of the head's per-view weights, camera rotations ``R (V, 3, 3)``; zeros where no view has landmarks."""
-    nan = np.full((68, 2), np.nan, np.float32)
-    lm = torch.from_numpy(np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks]))
+    lm = landmark_stack(landmarks)
     w = model.expression(lm[None], R[None].float())[0]  # (V, E)
     found = torch.isfinite(lm).all(-1).all(-1)
     return w[found].mean(0) if bool(found.any()) else w[0]
@@ -55,12 +56,6 @@ def neutral_truth(model, vertices: torch.Tensor, expression: torch.Tensor) -> to
     return posed(model, vertices, -expression)
 
 
-def r_squared(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    sst = ((truth - truth.mean(0)) ** 2).sum(0)
-    r2 = 1 - ((pred - truth) ** 2).sum(0) / np.maximum(sst, 1e-12)
-    return np.where(sst > 1e-9, r2, np.nan)
-
-
 def weight_table(ev: Evaluation, names: list[str], top: list[str]) -> dict[str, dict]:
     """Per landmark source (held-out, 1 view): ``mae`` over all weights, ``r2`` by name, ``n`` faces."""
     out = {}
@@ -69,7 +64,7 @@ def weight_table(ev: Evaluation, names: list[str], top: list[str]) -> dict[str, 
         if not rows:
             continue
         P, T = np.stack([r["pred"] for r in rows]), np.stack([r["true"] for r in rows])
-        r2 = r_squared(P, T)
+        r2 = r_squared(torch.from_numpy(P), torch.from_numpy(T)).numpy()
         out[src] = {"mae": float(np.abs(P - T).mean()), "n": len(rows),
                     "r2": {n: float(r2[names.index(n)]) for n in [*top, *NAMED] if n in names}}
     return out

@@ -29,6 +29,7 @@ import torch
 
 from glvd.cameras import Cameras
 from glvd.checkpoint import load_checkpoint, save_checkpoint
+from glvd.expression import expression_offsets
 from glvd.facenet import DESCRIPTOR_DIM
 from glvd.landmarks_map import mediapipe_to_68
 from glvd.model import GLVD, Guidance, ModelConfig
@@ -91,7 +92,7 @@ TARGETS = ("expressive", "neutral")
 def neutral_faces(vertices: torch.Tensor, expression: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """``vertices (F, N, 3)`` minus their expressions ``(F, E)`` times the kit's deltas ``(E, N, 3)``: the
     identity shape with its out-of-PCA field (as the data engine builds the face, linearly)."""
-    return vertices - torch.einsum("fe,enc->fnc", expression, deltas).to(vertices.dtype)
+    return vertices - expression_offsets(expression, deltas).to(vertices.dtype)
 
 
 class CachedFaces:

@@ -120,6 +120,15 @@ def box3(x: torch.Tensor) -> torch.Tensor:
     return sum3(x) / sum3(x.new_ones(1, 1, *x.shape[-2:]))  # divided by the pixels inside
 
 
+def project_points(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``points (B, P, 3)`` head frame seen by every view's camera ``K, R (B, V, 3, 3)``, ``t (B, V, 3)`` ->
+    ``(B, V, P, 2)`` pixels."""
+    B, V = K.shape[:2]
+    uv = project(transform(points.repeat_interleave(V, 0), R.reshape(B * V, 3, 3), t.reshape(B * V, 3)),
+                 K.reshape(B * V, 3, 3))
+    return uv.reshape(B, V, points.shape[1], 2)
+
+
 class SyntheticFaces:
     """Generator of rendered, cropped, augmented face views with ground truth.
 
@@ -244,10 +253,7 @@ class SyntheticFaces:
         basis = h.basis.view(-1, h.num_vertices, 3)[:, lm_ids]  # (I + E, 68, 3)
         lm3d = rest + torch.einsum("bk,knc->bnc", torch.cat([ident, expr], 1).to(rest.device), basis) + off
         K, R, t = self._cameras(lm3d, views)
-        B, V = batch, views
-        uv = project(transform(lm3d.repeat_interleave(V, 0), R.reshape(B * V, 3, 3), t.reshape(B * V, 3)),
-                     K.reshape(B * V, 3, 3))
-        return {"landmarks2d": uv.reshape(B, V, 68, 2), "K": K, "R": R, "t": t, "expression": expr}
+        return {"landmarks2d": project_points(lm3d, K, R, t), "K": K, "R": R, "t": t, "expression": expr}
 
     # ------------------------------------------------------------------ lights
     def _lights(self, n: int) -> Lights:
@@ -345,12 +351,7 @@ class SyntheticFaces:
             img = face * alpha + (1 - alpha) * bg
         if c.augment:
             img = augment(img, self.gen, c.augment_config)
-        lm_uv = project(
-            transform(
-                verts[:, self.head.landmarks68].repeat_interleave(V, 0), R.reshape(B * V, 3, 3), t.reshape(B * V, 3)
-            ),
-            K.reshape(B * V, 3, 3),
-        )
+        lm_uv = project_points(verts[:, self.head.landmarks68], K, R, t)
         return {
             "images": img.reshape(B, V, 3, S, S).float().contiguous(),
             "K": K.float(),
@@ -359,7 +360,7 @@ class SyntheticFaces:
             "vertices": verts[:, : self.face_count].contiguous(),
             "identity": shapes["identity"],
             "expression": shapes["expression"],
-            "landmarks2d": lm_uv.reshape(B, V, 68, 2),
+            "landmarks2d": lm_uv,
             "masks": mask.reshape(B, V, S, S),
             "deformed": shapes["deformed"],
         }

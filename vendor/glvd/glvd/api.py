@@ -348,7 +348,7 @@ class Reconstructor:
 
     def expression_weights(self, views: list, cams: Cameras) -> torch.Tensor:
         """``(1, V, E)`` each view's ARKit weights from its 68 landmarks (crop pixels) and camera rotation."""
-        nan = np.full((68, 2), np.nan, np.float32)
-        lm = np.stack([nan if v.landmarks68_crop is None else np.asarray(v.landmarks68_crop, np.float32)
-                       for v in views])
-        return self.model.expression(torch.from_numpy(lm)[None].to(self.device), cams.R)
+        from .guidance import landmark_stack
+
+        lm = landmark_stack([v.landmarks68_crop for v in views])
+        return self.model.expression(lm[None].to(self.device), cams.R)

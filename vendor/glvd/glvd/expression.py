@@ -52,11 +52,8 @@ class ExpressionHead(nn.Module):
 
     def forward(self, landmarks: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         found = torch.isfinite(landmarks).all(-1).all(-1)  # (B, V)
+        # a view without landmarks: zeros in (no NaN through the MLP), the neutral weights (all 0) out
         safe = torch.where(found[..., None, None], landmarks, torch.zeros_like(landmarks))
-        # a view without landmarks gets the neutral weights (all 0), not the regression of zeros
-        n = landmarks.shape[-2]
-        safe = safe + (~found)[..., None, None] * torch.arange(n * 2, device=landmarks.device,
-                                                               dtype=landmarks.dtype).reshape(n, 2)
         w = self.raw(safe, R).clamp(0.0, 1.0)
         return torch.where(found[..., None], w, torch.zeros_like(w))
 

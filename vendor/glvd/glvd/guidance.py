@@ -15,6 +15,13 @@ from .facenet import DESCRIPTOR_DIM
 LANDMARK_FEATURES = 3
 
 
+def landmark_stack(landmarks68: list[np.ndarray | None]) -> torch.Tensor:
+    """Per view the ``(68, 2)`` landmarks, or None where the detector found none -> ``(V, 68, 2)`` float32 (NaN
+    there)."""
+    nan = np.full((68, 2), np.nan, np.float32)
+    return torch.from_numpy(np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks68]))
+
+
 @dataclass
 class Guidance:
     """What the frozen real-face networks say about one batch of faces.
@@ -35,9 +42,7 @@ class Guidance:
     def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None]) -> Guidance:
         """One face (batch 1): its identity code ``(D,)`` and per view the ``(68, 2)`` crop-pixel landmarks,
         or None where the detector found none (NaN)."""
-        nan = np.full((68, 2), np.nan, np.float32)
-        lm = np.stack([nan if p is None else np.asarray(p, np.float32) for p in landmarks68])
-        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), torch.from_numpy(lm)[None])
+        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), landmark_stack(landmarks68)[None])
 
     def to(self, device: torch.device) -> Guidance:
         return Guidance(self.identity.to(device), self.landmarks.to(device))

@@ -33,19 +33,9 @@ from glvd.preprocess import load_image  # noqa: E402
 
 
 def photos(max_identity: int) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    try:
-        from skimage import data
+    from glvd_train.evaluate_photos import package_photos
 
-        out["astronaut"] = np.ascontiguousarray(data.astronaut())
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        out["grace_hopper"] = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    except ImportError:
-        pass
+    out = package_photos()
     for p in sorted(IDENTITY.glob("*.jpg"))[:max_identity]:
         out[p.stem] = load_image(p)
     return out

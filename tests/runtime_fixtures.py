@@ -9,31 +9,12 @@ import numpy as np
 import torch
 
 from glvd.model import GLVD, ModelConfig
+from glvd_train.evaluate_photos import package_photos  # noqa: F401 (the tests' loader of the package photos)
 from glvd_train.tinykit import make_tiny_kit
 from glvd.topology import load_kit, template_from_kit
 
 #: real photos of 9 people (evaluation only, never trained on): the reference tests use them when present
 IDENTITY_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos_identity"
-
-
-def package_photos() -> dict[str, np.ndarray]:
-    """The real face photos that ship in scikit-image and matplotlib: name -> RGB uint8 (those installed)."""
-    from glvd.preprocess import load_image
-
-    photos: dict[str, np.ndarray] = {}
-    try:
-        from skimage import data
-
-        photos["astronaut"] = np.ascontiguousarray(data.astronaut())
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        photos["grace_hopper"] = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    except ImportError:
-        pass
-    return photos
 
 
 def identity_photos() -> dict[str, np.ndarray]:

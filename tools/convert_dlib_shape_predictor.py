@@ -130,19 +130,9 @@ def reference_photos(augment: int = 0) -> list[tuple[str, np.ndarray]]:
     random (seeded), so that dlib's rectangles fall at other offsets of its lattice."""
     from glvd.preprocess import load_image
 
-    out = []
-    try:
-        from skimage import data
+    from glvd_train.evaluate_photos import package_photos
 
-        out.append(("astronaut", np.ascontiguousarray(data.astronaut())))
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        out.append(("grace_hopper", load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))))
-    except ImportError:
-        pass
+    out = list(package_photos().items())
     shared = REPO.parent / "shared" / "data" / "photos_identity"
     out += [(p.stem, load_image(p)) for p in sorted(shared.glob("*.jpg"))]
     if augment:

@@ -31,20 +31,29 @@ class PhotoScore:
     note: str = ""
 
 
+def package_photos() -> dict[str, np.ndarray]:
+    """The real face photos that ship in scikit-image and matplotlib: name -> RGB uint8 (those installed)."""
+    from glvd.preprocess import load_image
+
+    photos: dict[str, np.ndarray] = {}
+    try:
+        from skimage import data
+
+        photos["astronaut"] = np.ascontiguousarray(data.astronaut())
+    except ImportError:
+        pass
+    try:
+        from matplotlib import cbook
+
+        photos["grace_hopper"] = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    except ImportError:
+        pass
+    return photos
+
+
 def sample_photos(lfw_faces: int = 20) -> list[tuple[str, np.ndarray]]:
     """``(name, (H, W, 3) uint8 RGB)`` photos from installed packages; lfw faces upscaled 8x from 25 px."""
-    from PIL import Image
-    from skimage import data
-
-    photos = [("astronaut", data.astronaut())]
-    try:
-        import matplotlib.cbook as cbook
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            photos.append(("grace_hopper", np.asarray(Image.open(f).convert("RGB"))))
-    except (ImportError, OSError, ValueError):
-        pass
-    return photos + lfw_photos(0, lfw_faces)
+    return list(package_photos().items()) + lfw_photos(0, lfw_faces)
 
 
 def lfw_photos(first: int, last: int) -> list[tuple[str, np.ndarray]]:

@@ -119,16 +119,41 @@ class CachedFaces:
         for f, v in zip(*np.nonzero(a["mesh_found"]), strict=True):
             lm[f, v] = mediapipe_to_68(mesh[f, v])
         self.landmarks = torch.from_numpy(lm)
+        self.true_landmarks = torch.from_numpy(a["landmarks2d"]).float()  # (F, V, 68, 2) the truth projected
         self.faces, self.views = self.images.shape[:2]
         self.shards = c.shards
 
-    def batch(self, faces: torch.Tensor, views: int) -> dict:
-        """``faces (B,)`` with their first ``views`` views: images (B,V,3,S,S) float, cameras, truth, guidance."""
+    def batch(self, faces: torch.Tensor, views: int, landmarks: torch.Tensor | None = None) -> dict:
+        """``faces (B,)`` with their first ``views`` views: images (B,V,3,S,S) float, cameras, truth, guidance
+        (``landmarks (B, V, 68, 2)``: instead of MediaPipe's, e.g. :func:`noisy_true_landmarks`)."""
         sl = slice(0, views)
         imgs = self.images[faces, sl].permute(0, 1, 4, 2, 3).float() / 255.0
+        lm = self.landmarks[faces, sl] if landmarks is None else landmarks
         return {"images": imgs, "K": self.K[faces, sl], "R": self.R[faces, sl], "t": self.t[faces, sl],
-                "gt": self.vertices[faces].float(),
-                "guidance": Guidance(self.descriptor[faces, sl].mean(1), self.landmarks[faces, sl])}
+                "gt": self.vertices[faces].float(), "guidance": Guidance(self.descriptor[faces, sl].mean(1), lm)}
+
+
+#: which 2D landmarks the fields read in training: MediaPipe's on the render, the truth projected with noise
+#: (MediaPipe on our renders is far rougher than on photos, and a model trained on it learns to ignore its
+#: landmarks: research/photo_consistency_sources), or a mix
+LANDMARK_SOURCES = ("mediapipe", "true", "mixed")
+
+
+def noisy_true_landmarks(data: CachedFaces, faces: torch.Tensor, views: int, gen: torch.Generator,
+                         max_px: float) -> torch.Tensor:
+    """``(B, V, 68, 2)`` the true projections plus Gaussian noise, its sigma drawn per face in [0, max_px] crop
+    pixels (some faces nearly exact, some as rough as a detector on a hard photo)."""
+    lm = data.true_landmarks[faces, :views]
+    sigma = torch.rand(lm.shape[0], 1, 1, 1, generator=gen) * max_px
+    return lm + torch.randn(lm.shape, generator=gen) * sigma
+
+
+def training_landmarks(source: str, data: CachedFaces, faces: torch.Tensor, views: int, gen: torch.Generator,
+                       max_px: float, mediapipe_frac: float) -> torch.Tensor | None:
+    """The landmarks of one training batch (None: MediaPipe's)."""
+    if source == "mediapipe" or (source == "mixed" and float(torch.rand((), generator=gen)) < mediapipe_frac):
+        return None
+    return noisy_true_landmarks(data, faces, views, gen, max_px)
 
 
 def prepared(model: GLVD, b: dict):
@@ -139,16 +164,26 @@ def prepared(model: GLVD, b: dict):
     return feats, model.prepare(feats, b["guidance"]), (R_p, t_p)
 
 
+#: validation with the true landmarks: this fixed noise (crop pixels, about a detector's on a good photo)
+VAL_NOISE_PX = 1.5
+
+
 @torch.no_grad()
-def validate(model: GLVD, data: CachedFaces, views: int, steps: int = 10) -> float:
-    """Mean aligned final error (mm) over the held-out faces, true cameras."""
+def validate(model: GLVD, data: CachedFaces, views: int, steps: int = 10, landmarks: str = "mediapipe") -> float:
+    """Mean aligned final error (mm) over the held-out faces, true cameras; ``landmarks``: MediaPipe's, or
+    ``"true"`` (the truth projected + :data:`VAL_NOISE_PX` noise, the same draw every time)."""
     from .metrics import vertex_error_mm
 
     model.eval()
     errs = []
+    gen = torch.Generator().manual_seed(0)
     for start in range(0, data.n_val, 16):
         faces = torch.arange(start, min(start + 16, data.n_val))
-        b = data.batch(faces, views)
+        lm = None
+        if landmarks == "true":
+            lm = data.true_landmarks[faces, :views]
+            lm = lm + torch.randn(lm.shape, generator=gen) * VAL_NOISE_PX
+        b = data.batch(faces, views, lm)
         feats, prep, _ = prepared(model, b)
         xs, _ = model.descend(feats, Cameras(b["K"], b["R"], b["t"]), steps, prep=prep)
         errs.append(vertex_error_mm(xs[:, -1], b["gt"]))
@@ -178,13 +213,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kit", default=None, help="ict_facekit_light.npz for the prior (default: $GLVD_KIT or ../shared)")
     p.add_argument("--target", choices=TARGETS, default="neutral",
                    help="land on the rendered face or on its neutral (expression removed) face")
+    p.add_argument("--landmarks", choices=LANDMARK_SOURCES, default="mediapipe",
+                   help="the 2D landmarks the fields read in training")
+    p.add_argument("--landmark-noise-px", type=float, default=2.5,
+                   help="with true landmarks: the largest per-face noise sigma (crop pixels)")
+    p.add_argument("--mediapipe-frac", type=float, default=0.3, help="--landmarks mixed: share of MediaPipe's")
+    p.add_argument("--val-landmarks", choices=("mediapipe", "true"), default=None,
+                   help="which landmarks the kept model is chosen on (default: true unless training on "
+                        "MediaPipe's); both are logged")
+    p.add_argument("--no-field-image", action="store_true",
+                   help="the fields read no image features (ModelConfig.field_image False)")
     a = p.parse_args(argv)
+    val_lm = a.val_landmarks or ("mediapipe" if a.landmarks == "mediapipe" else "true")
     torch.set_num_threads(a.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     a.out.mkdir(parents=True, exist_ok=True)
     state_path = a.out / "state.pt"
     base, prov = load_checkpoint(a.init_from, torch.device("cpu"))
     model = widen(base) if not base.needs_guidance else base
+    if a.no_field_image and model.cfg.field_image:
+        blind = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "field_image": False}), model.template)
+        blind.load_state_dict(model.state_dict())
+        model = blind
     if a.prior_rank and not model.cfg.identity_prior_rank:
         held_out = a.val_shards * json.loads((a.cache / "cache.json").read_text())["faces_per_shard"]
         model = with_prior(model, *fit_prior(a.cache, model, a.prior_rank, a.kit, skip_faces=held_out))
@@ -217,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"the cache has {data.faces} faces: not more than the {data.n_val} held out")
         return 2
     if best is None:
-        best = {v: validate(model, data, v) for v in (1, 3)}
-        log(f"start: held-out {data.n_val} faces ({a.target}), true cameras: 1 view {best[1]:.3f} mm, "
-            f"3 views {best[3]:.3f}")
+        best = {v: validate(model, data, v, landmarks=val_lm) for v in (1, 3)}
+        other = validate(model, data, 1, landmarks="true" if val_lm == "mediapipe" else "mediapipe")
+        log(f"start: held-out {data.n_val} faces ({a.target}, {val_lm} landmarks), true cameras: 1 view "
+            f"{best[1]:.3f} mm, 3 views {best[3]:.3f}; 1 view with the other landmarks {other:.3f}")
         best["start"] = dict(best)
     model.train()
     logf = open(a.out / "log.csv", "a", newline="")
@@ -232,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         # a 3-view unrolled descent costs ~7x a 1-view one on this CPU: mostly single views, some pairs
         views = 1 if float(torch.rand((), generator=gen)) >= a.multi_view_frac else min(2, data.views)
         faces = torch.randint(data.n_val, data.faces, (a.batch,), generator=gen)
-        b = data.batch(faces, views)
+        lm = training_landmarks(a.landmarks, data, faces, views, gen, a.landmark_noise_px, a.mediapipe_frac)
+        b = data.batch(faces, views, lm)
         feats, prep, (R_p, t_p) = prepared(model, b)
         cams = Cameras(b["K"], b["R"], b["t"])
         use_true = bool(torch.rand((), generator=gen) < a.true_camera_frac)
@@ -246,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         it += 1
         run.append(float(out["vert"].detach()))
         if it % a.val_every == 0:
-            v1, v3 = validate(model, data, 1), validate(model, data, 3)
+            v1, v3 = validate(model, data, 1, landmarks=val_lm), validate(model, data, 3, landmarks=val_lm)
+            other = validate(model, data, 1, landmarks="true" if val_lm == "mediapipe" else "mediapipe")
             model.train()
             mins = minutes_done + (time.monotonic() - t0) / 60
-            log(f"it {it}: loss {np.mean(run):.4f} cm; held-out 1 view {v1:.3f} mm, 3 views {v3:.3f} "
-                f"(start {best['start'][1]:.3f} / {best['start'][3]:.3f}); {data.faces} cached faces; "
-                f"{mins:.1f} min, {it / max(mins * 60, 1e-9):.2f} it/s overall")
-            writer.writerow([it, round(mins, 2), np.mean(run), v1, v3, data.faces])
+            log(f"it {it}: loss {np.mean(run):.4f} cm; held-out ({val_lm} landmarks) 1 view {v1:.3f} mm, 3 views "
+                f"{v3:.3f} (start {best['start'][1]:.3f} / {best['start'][3]:.3f}), 1 view with the other "
+                f"landmarks {other:.3f}; {data.faces} cached faces; {mins:.1f} min, "
+                f"{it / max(mins * 60, 1e-9):.2f} it/s overall")
+            writer.writerow([it, round(mins, 2), np.mean(run), v1, v3, data.faces, other])
             logf.flush()
             run = []
             if v1 < best[1]:
@@ -264,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                     "cache_faces": data.faces, "cache_shards": data.shards, "batch": a.batch, "unroll": a.unroll,
                     "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new,
                     "true_camera_frac": a.true_camera_frac, "minutes": round(mins, 1),
+                    "landmarks": a.landmarks, "landmark_noise_px": a.landmark_noise_px,
+                    "mediapipe_frac": a.mediapipe_frac, "val_landmarks": val_lm,
+                    "field_image": model.cfg.field_image,
                     "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
                     "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4),
                     "identity_prior_rank": model.cfg.identity_prior_rank}]

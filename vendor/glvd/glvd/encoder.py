@@ -22,6 +22,11 @@ class FeatureMaps:
     views: int
     size: int  # input crop size in pixels
 
+    def blank(self) -> FeatureMaps:
+        """The same shapes, all zeros: what a model whose fields read no image sees (ModelConfig.field_image)."""
+        return FeatureMaps([torch.zeros_like(m) for m in self.maps], torch.zeros_like(self.global_), self.batch,
+                           self.views, self.size)
+
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     groups = 8 if cout % 8 == 0 else 1

@@ -68,6 +68,10 @@ class ModelConfig:
     # the descent lands on the neutral face and glvd.expression reads each view's ARKit weights from its
     # landmarks (trained apart: glvd-train expression)
     expression_head: bool = False
+    # False: the fields read no image features (only the identity code, the landmarks and the cameras): the
+    # render-trained encoder's features follow each photo's light and pose on real photos, not the person
+    # (research/photo_consistency_sources); the camera head and its refiner still read the image
+    field_image: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -84,6 +88,7 @@ class ModelConfig:
         d.setdefault("landmark_guidance", False)
         d.setdefault("identity_prior_rank", 0)
         d.setdefault("expression_head", False)
+        d.setdefault("field_image", True)
         return cls(**d)
 
 
@@ -365,7 +370,8 @@ class GLVD(nn.Module):
         else:
             points = x[:, self.keypoint_ids]
             normals = self.normals(x)[:, self.keypoint_ids]
-        return self.camera_refiner(prep["kp"]["map"], prep["kp"]["global"], cams, points, normals, feats.size, rounds)
+        kp = prep.get("camera_kp", prep["kp"])
+        return self.camera_refiner(kp["map"], kp["global"], cams, points, normals, feats.size, rounds)
 
     @property
     def needs_guidance(self) -> bool:
@@ -375,10 +381,13 @@ class GLVD(nn.Module):
     def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         """Per-call projections of the feature maps (and the guidance), shared by all steps; with an
         identity prior also ``ref (B, N, 3)``, the face the identity code predicts."""
+        fields = feats if self.cfg.field_image else feats.blank()
         out = {
-            "kp": self.keypoints.prepare(feats, guidance) if self.keypoints is not None else None,
-            "v": self.vertices.prepare(feats, guidance),
+            "kp": self.keypoints.prepare(fields, guidance) if self.keypoints is not None else None,
+            "v": self.vertices.prepare(fields, guidance),
         }
+        if self.camera_refiner is not None and not self.cfg.field_image:
+            out["camera_kp"] = self.keypoints.prepare(feats, guidance)  # the refiner reads the image
         if self.cfg.identity_prior_rank:
             ident = guidance.identity if guidance is not None else torch.zeros(
                 feats.batch, self.cfg.identity_dim, device=self.template_vertices.device)

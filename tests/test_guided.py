@@ -135,3 +135,59 @@ def test_identity_prior_moves_the_start_and_the_reference(tiny):
         xs, _ = prior.descend(f, cams, 2, prep=prior.prepare(f, g))
     expected = template.vertices[None, :, 2] + 0.01 * g.identity.sum(1, keepdim=True).numpy()
     np.testing.assert_allclose(xs[:, 0, :, 2].numpy(), expected, atol=1e-5)  # step 0: the prior's face
+
+
+def test_a_model_whose_fields_read_no_image_follows_only_the_guidance(tiny):
+    from glvd_train.guided_training import widen
+
+    _, template = tiny
+    torch.manual_seed(0)
+    wide = widen(GLVD(ModelConfig(camera_refiner=True), template)).eval()
+    with torch.no_grad():
+        for p in wide.parameters():  # every layer carries weight, so the image would move the mesh
+            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
+                torch.nn.init.normal_(p, std=0.02)
+    blind = GLVD(ModelConfig.from_dict({**wide.cfg.to_dict(), "field_image": False}), template).eval()
+    blind.load_state_dict(wide.state_dict())
+    assert ModelConfig.from_dict({k: v for k, v in wide.cfg.to_dict().items() if k != "field_image"}).field_image
+    imgs, cams = _inputs(1)
+    other = torch.rand_like(imgs)
+    g = _guidance(1)
+    with torch.no_grad():
+        runs = {}
+        for name, m in (("seeing", wide), ("blind", blind)):
+            fa, fb = m.encode(imgs), m.encode(other)
+            runs[name] = [m.descend(f, cams, 2, prep=m.prepare(f, g))[0] for f in (fa, fb)]
+            # the camera refiner still reads the image
+            ra = m.refine_cameras(m.prepare(fa, g), fa, cams).R
+            rb = m.refine_cameras(m.prepare(fb, g), fb, cams).R
+            assert not torch.allclose(ra, rb)
+        assert torch.equal(*runs["blind"]) and not torch.allclose(*runs["seeing"])
+        moved = blind.descend(blind.encode(imgs), cams, 2, prep=blind.prepare(blind.encode(imgs), _guidance(1)))[0]
+        g2 = Guidance(g.identity + 1.0, g.landmarks)
+        moved2 = blind.descend(blind.encode(imgs), cams, 2, prep=blind.prepare(blind.encode(imgs), g2))[0]
+    assert not torch.allclose(moved, moved2)  # the identity code still moves it
+
+
+def test_training_landmarks_are_the_truth_with_per_face_noise(tiny, tmp_path):
+    from glvd_train.feature_cache import build
+    from glvd_train.guided_training import CachedFaces, noisy_true_landmarks, training_landmarks
+
+    kit, template = tiny
+    cache = tmp_path / "cache"
+    build(cache, faces=4, faces_per_shard=2, views=2, seed=0, kit=kit, render_size=128, image_size=64,
+          log=lambda m: None)
+    deltas = torch.from_numpy(template.expressions.astype(np.float32))
+    data = CachedFaces(cache, 1, "neutral", deltas)
+    faces = torch.arange(4)
+    gen = torch.Generator().manual_seed(0)
+    exact = noisy_true_landmarks(data, faces, 2, gen, 0.0)
+    assert torch.equal(exact, data.true_landmarks[faces, :2])
+    noisy = noisy_true_landmarks(data, faces, 2, gen, 3.0)
+    err = (noisy - exact).norm(dim=-1)
+    assert 0 < float(err.mean()) < 3.0 * 2.5 and float(err.mean(dim=(1, 2)).std()) > 0  # sigma differs by face
+    assert training_landmarks("mediapipe", data, faces, 2, gen, 3.0, 0.3) is None
+    picks = [training_landmarks("mixed", data, faces, 2, gen, 3.0, 0.5) is None for _ in range(40)]
+    assert 5 < sum(picks) < 35
+    b = data.batch(faces, 2, noisy)
+    assert torch.equal(b["guidance"].landmarks, noisy)

@@ -21,7 +21,7 @@ from .cameras import Cameras
 from .checkpoint import default_checkpoint_path, load_checkpoint
 from .crop import crop_intrinsics
 from .errors import GLVDError
-from .expression import expression_offsets
+from .expression import expression_offsets, posed_vertices
 from .model import CancelToken
 from .transfer import transfer_expressions
 
@@ -92,7 +92,15 @@ class Result:
         if self.expression_weights is None:
             return self.final
         deltas = self.expressions() if expressions is None else expressions
-        return self.final + np.einsum("e,enc->nc", self.expression_weights[view], deltas).astype(np.float32)
+        return posed_vertices(self.final, self.expression_weights[view], deltas)
+
+    def posed_views(self, expressions: np.ndarray | None = None) -> np.ndarray | None:
+        """``(V, N, 3)`` the face as each photo shows it (:meth:`posed` of every view; what the texture bakes
+        through); None without weights (the final step is then the face as the photos show it)."""
+        if self.expression_weights is None:
+            return None
+        deltas = self.expressions() if expressions is None else expressions
+        return posed_vertices(self.final, self.expression_weights, deltas)
 
     def weights_by_name(self, view: int = 0) -> dict[str, float]:
         """Photo ``view``'s ARKit weights by name (empty without an expression head)."""

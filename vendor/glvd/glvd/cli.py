@@ -140,6 +140,7 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
 
     from .errors import BadRequest
     from .export import write_glb, write_obj, write_ply
+    from .expression import posed_vertices
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if mode == "head":
@@ -183,7 +184,7 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
                       polygon_material=pmat, materials=mats,
                       expression_weights=None if weights is None or expr is None else weights[0])
         elif pose == "photo" and weights is not None:
-            write(partial, steps[-1] + np.einsum("e,enc->nc", weights[0], shape.expressions()).astype(np.float32))
+            write(partial, posed_vertices(steps[-1], weights[0], shape.expressions()))
         else:
             write(partial, steps[-1])
         if all_steps:

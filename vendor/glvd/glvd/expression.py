@@ -10,6 +10,7 @@ photo's face (``glvd.api.Result.posed``).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,3 +62,11 @@ class ExpressionHead(nn.Module):
 def expression_offsets(weights: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """``weights (..., E)`` times ``deltas (E, N, 3)`` -> ``(..., N, 3)`` vertex offsets."""
     return torch.einsum("...e,enc->...nc", weights, deltas.to(weights.dtype))
+
+
+def posed_vertices(neutral: np.ndarray, weights: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """The face (or head) as photos with ``weights (..., E)`` show it: ``neutral (N, 3)`` plus
+    :func:`expression_offsets` of ``deltas (E, N, 3)`` -> ``(..., N, 3)`` float32 numpy."""
+    w = torch.from_numpy(np.ascontiguousarray(weights, np.float32))
+    d = torch.from_numpy(np.ascontiguousarray(deltas, np.float32))
+    return np.asarray(neutral, np.float32) + expression_offsets(w, d).numpy()

@@ -14,10 +14,12 @@ step, from the committed asset ``assets/head.npz`` (``tools/convert_head.py`` wr
    mean displacement of the face vertices around it.
 4. Everything goes back through the similarity; the face area is put back exactly.
 
-:meth:`Head.expressions` carries the kit's 53 ARKit deltas onto the whole head: the kit's (rotated and
-scaled by the similarity) plus what :meth:`glvd.api.Result.expressions` changes about them on the face area,
-smoothed over the face (:func:`_smooth`), carried onto the parts that follow the face; so lids close over
-the eyeballs with the lashes on them and jawOpen moves the teeth and the tongue.
+:meth:`Head.expressions` carries the kit's 53 ARKit deltas onto the whole head: on the face area
+:meth:`glvd.api.Result.expressions` (already smoothed: :mod:`glvd.transfer`), elsewhere the kit's (rotated and
+scaled by the similarity) plus the face area's change to them, carried onto the parts that follow the face;
+so lids close over the eyeballs with the lashes on them and jawOpen moves the teeth and the tongue.
+
+:meth:`Head.posed_views` is the head as a photo shows it (its ARKit weights on those keys).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError, GLVDError
+from .expression import posed_vertices
 
 ASSET = Path(__file__).resolve().parent / "assets" / "head.npz"
 #: ridge weight of the identity fit (metres^2 against coefficients of unit variance)
@@ -219,6 +222,16 @@ class Head:
         """``(53, Nh, 3)`` float32 ARKit deltas on the whole head, for the final step."""
         return head_expressions(self._result, self.fits[-1], self._asset)
 
+    def posed_views(self, expressions: np.ndarray | None = None) -> np.ndarray | None:
+        """``(V, Nh, 3)`` the head as each photo shows it: the final step plus the photo's ARKit weights times
+        :meth:`expressions` (pass them when already computed); its face area is ``Result.posed_views()``. None
+        when the result carries no weights (a checkpoint without an expression head: the final step is the
+        face as the photos show it)."""
+        weights = getattr(self._result, "expression_weights", None)
+        if weights is None:
+            return None
+        return posed_vertices(self.final, weights, self.expressions() if expressions is None else expressions)
+
 
 def head_expressions(result: Any, fit: HeadFit, asset: HeadAsset | None = None) -> np.ndarray:
     """The kit's ARKit deltas on the whole head around ``result``'s final face (see the module's text)."""
@@ -236,35 +249,11 @@ def head_expressions(result: Any, fit: HeadFit, asset: HeadAsset | None = None) 
     for e in range(len(names)):
         out[e, nf + A.expr_ids[e]] = A.expr_delta[e] @ sR
     kit_moved = np.asarray(kit_face, np.float32) @ sR.astype(np.float32)
-    # what the transfer changed, smoothed over the face: its local frames sit on a reconstructed surface whose
-    # normals are noisy, and unsmoothed that noise tears the lips at jawOpen (neighbouring deltas 34 mm apart
-    # on the astronaut against at most 3 mm in the kit's own); smoothed, the change stays where it is large
-    corr = _smooth(face - kit_moved, A.polygons, nf)
-    out[:, :nf] = kit_moved + corr
+    # what the transfer changed (smooth over the face: glvd.transfer), carried onto the parts that follow it
+    corr = face - kit_moved
+    out[:, :nf] = face
     out[:, A.attach_ids] += np.einsum("ak,eakd->ead", A.attach_w.astype(np.float32), corr[:, A.attach_face])
     return out
-
-
-#: lazy Jacobi iterations of the smoothing of the transfer's change (a few rings of the face mesh)
-SMOOTH_ITERATIONS = 30
-
-
-def _smooth(field: np.ndarray, polygons: np.ndarray, n: int) -> np.ndarray:
-    """``(E, n, 3)`` values on the face area's vertices, smoothed along its edges (umbrella operator)."""
-    import scipy.sparse as sp
-
-    P = polygons[np.all((polygons >= 0) & (polygons < n), axis=1)]
-    e = np.concatenate([P[:, [0, 1]], P[:, [1, 2]], P[:, [2, 3]], P[:, [3, 0]]])
-    e = np.concatenate([e, e[:, ::-1]])
-    adj = sp.csr_matrix((np.ones(len(e), np.float32), (e[:, 0], e[:, 1])), shape=(n, n))
-    adj.data[:] = 1.0
-    deg = np.maximum(np.asarray(adj.sum(1)).ravel(), 1.0)
-    W = (sp.diags((0.5 / deg).astype(np.float32)) @ adj).tocsr()
-    E = field.shape[0]
-    x = np.ascontiguousarray(field.transpose(1, 0, 2).reshape(n, E * 3), np.float32)
-    for _ in range(SMOOTH_ITERATIONS):
-        x = 0.5 * x + W @ x
-    return x.reshape(n, E, 3).transpose(1, 0, 2).astype(np.float32)
 
 
 def _eye_materials(A: HeadAsset, pmat: np.ndarray) -> None:

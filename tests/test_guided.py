@@ -191,3 +191,24 @@ def test_training_landmarks_are_the_truth_with_per_face_noise(tiny, tmp_path):
     assert 5 < sum(picks) < 35
     b = data.batch(faces, 2, noisy)
     assert torch.equal(b["guidance"].landmarks, noisy)
+
+
+def test_rescaling_the_landmark_input_keeps_the_model_and_then_trains_faster(tiny):
+    from glvd_train.guided_training import widen, with_landmark_scale
+
+    _, template = tiny
+    torch.manual_seed(0)
+    wide = widen(GLVD(ModelConfig(), template)).eval()
+    with torch.no_grad():
+        for p in wide.parameters():
+            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
+                torch.nn.init.normal_(p, std=0.02)
+    mm = with_landmark_scale(wide, 1000.0).eval()
+    assert mm.cfg.landmark_input_scale == 1000.0 and wide.cfg.landmark_input_scale == 10.0
+    imgs, cams = _inputs(1)
+    g = _guidance(1)
+    with torch.no_grad():
+        f = wide.encode(imgs)
+        a, _ = wide.descend(f, cams, 2, prep=wide.prepare(f, g))
+        b, _ = mm.descend(f, cams, 2, prep=mm.prepare(f, g))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

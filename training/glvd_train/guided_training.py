@@ -52,6 +52,19 @@ def widen(model: GLVD, identity_dim: int = DESCRIPTOR_DIM, landmarks: bool = Tru
     return wide
 
 
+def with_landmark_scale(model: GLVD, scale: float) -> GLVD:
+    """The same model with its landmark offsets input at ``scale`` (ModelConfig.landmark_input_scale); the guide
+    layer's offset columns divided to match, so that it computes exactly what it did."""
+    old = model.cfg.landmark_input_scale
+    out = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "landmark_input_scale": float(scale)}), model.template)
+    out.load_state_dict(model.state_dict())
+    if model.cfg.landmark_guidance:
+        d = model.cfg.identity_dim
+        with torch.no_grad():
+            out.keypoints.guide.weight[:, d:d + 2] *= old / scale  # the 2 offset channels, not the found flag
+    return out
+
+
 def fit_prior(cache: Path, model: GLVD, rank: int, kit: str | None = None,
               skip_faces: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The identity prior: baseline (f)'s ridge (descriptor -> the kit's identity) times the kit's identity
@@ -221,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-landmarks", choices=("mediapipe", "true"), default=None,
                    help="which landmarks the kept model is chosen on (default: true unless training on "
                         "MediaPipe's); both are logged")
+    p.add_argument("--landmark-input-scale", type=float, default=None,
+                   help="rescale the landmark offsets input (ModelConfig.landmark_input_scale; 1000: mm)")
     p.add_argument("--no-field-image", action="store_true",
                    help="the fields read no image features (ModelConfig.field_image False)")
     a = p.parse_args(argv)
@@ -235,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         blind = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "field_image": False}), model.template)
         blind.load_state_dict(model.state_dict())
         model = blind
+    if a.landmark_input_scale and a.landmark_input_scale != model.cfg.landmark_input_scale:
+        model = with_landmark_scale(model, a.landmark_input_scale)
     if a.prior_rank and not model.cfg.identity_prior_rank:
         held_out = a.val_shards * json.loads((a.cache / "cache.json").read_text())["faces_per_shard"]
         model = with_prior(model, *fit_prior(a.cache, model, a.prior_rank, a.kit, skip_faces=held_out))
@@ -321,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                     "landmarks": a.landmarks, "landmark_noise_px": a.landmark_noise_px,
                     "mediapipe_frac": a.mediapipe_frac, "val_landmarks": val_lm,
                     "field_image": model.cfg.field_image,
+                    "landmark_input_scale": model.cfg.landmark_input_scale,
                     "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
                     "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4),
                     "identity_prior_rank": model.cfg.identity_prior_rank}]

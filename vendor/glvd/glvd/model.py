@@ -62,6 +62,9 @@ class ModelConfig:
     # the 68 landmark keypoints sees, per view, its offset to where the detector marks that landmark
     identity_dim: int = 0
     landmark_guidance: bool = False
+    # what the landmark offsets (metres) are multiplied by: IN_SCALE (decimetres) made a pixel of offset an
+    # input of ~0.02, too small for the fields to learn to use (session 16); 1000: millimetres
+    landmark_input_scale: float = IN_SCALE
     # > 0: the descent starts from, and measures its offsets against, the face the identity code predicts
     # (a linear field of this rank over the template's vertices, fitted on renders) instead of the template
     identity_prior_rank: int = 0
@@ -86,6 +89,7 @@ class ModelConfig:
         d.setdefault("camera_refiner", False)
         d.setdefault("identity_dim", 0)
         d.setdefault("landmark_guidance", False)
+        d.setdefault("landmark_input_scale", IN_SCALE)
         d.setdefault("identity_prior_rank", 0)
         d.setdefault("expression_head", False)
         d.setdefault("field_image", True)
@@ -139,6 +143,7 @@ class KeypointModule(nn.Module):
         # the guidance inputs add to the first layer's pre-activation; zero-initialised, so a model widened
         # from one without them computes exactly what it did until training uses them
         self.identity_dim, self.landmark_guidance = cfg.identity_dim, cfg.landmark_guidance
+        self.landmark_scale = cfg.landmark_input_scale
         guide_in = cfg.identity_dim + (LANDMARK_FEATURES if cfg.landmark_guidance else 0)
         self.guide = nn.Linear(guide_in, cfg.kp_hidden, bias=False) if guide_in else None
         if self.guide is not None:
@@ -163,7 +168,7 @@ class KeypointModule(nn.Module):
             parts.append(g.identity[:, None, None, :].expand(B, V, Kn, -1))
         if self.landmark_guidance:
             metric, found = g.landmark_offsets(cams, uv[:, :, :68], depth[:, :, :68])
-            lm_feat = torch.cat([metric * IN_SCALE, found.to(metric.dtype)], -1)
+            lm_feat = torch.cat([metric * self.landmark_scale, found.to(metric.dtype)], -1)
             pad = lm_feat.new_zeros(B, V, Kn - 68, LANDMARK_FEATURES)
             parts.append(torch.cat([lm_feat, pad], 2))
         return torch.cat(parts, -1)

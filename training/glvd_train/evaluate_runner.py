@@ -334,7 +334,8 @@ class _Runner:
                                f.detected[:V] if self.mp is not None and label == "glvd" else None,
                                guidance if label == "glvd" else None)
             # a neutral model is scored on the face the photo shows: its neutral face + the read expression
-            shown = self._expression(f, d, V, out, R) if label == "glvd" and mdl.expression is not None else {}
+            shown = self._expression(f, d, V, out, (imgs, K, R, t)) if label == "glvd" and mdl.expression is not None \
+                else {}
             final = {k: shown.get(k, out[k][-1]) for k in ("est", "true", "lmk") if k in out}
             self._add(f, V, m_est, final["est"], out["time"])
             if "lmk" in out:
@@ -353,14 +354,21 @@ class _Runner:
                 glvd_final = final["est"]
         return glvd_final
 
-    def _expression(self, f: _Face, d: dict, V: int, out: dict, R: torch.Tensor) -> dict:
-        """The neutral face's rows, the weights' rows (1 view) and, per camera path, the face the photos show."""
-        from .evaluate_expression import (M_GLVD_NEUTRAL, M_TEMPLATE_NEUTRAL, SRC_MEDIAPIPE, SRC_TRUTH,
+    def _expression(self, f: _Face, d: dict, V: int, out: dict, view: tuple) -> dict:
+        """The neutral face's rows, the weights' rows (1 view) and, per camera path, the face the photos show;
+        ``view``: the face's ``images, K, R, t`` in its first ``V`` views."""
+        from .evaluate_expression import (M_GLVD_NEUTRAL, M_GLVD_NEUTRAL_TRUE_CAMS, M_GLVD_NEUTRAL_TRUE_LMS,
+                                          M_TEMPLATE_NEUTRAL, SRC_MEDIAPIPE, SRC_TRUTH, descend_on_true_landmarks,
                                           neutral_truth, posed, weights)
 
-        m, e_true = self.model, d["expression"][f.i]
+        m, e_true, R = self.model, d["expression"][f.i], view[2]
         gt_n, key = neutral_truth(m, f.gt, e_true), hash((f.sname, f.i, "neutral"))
-        for method, pred in ((M_GLVD_NEUTRAL, out["est"][-1]), (M_TEMPLATE_NEUTRAL, out["est"][0])):
+        rows = [(M_GLVD_NEUTRAL, out["est"][-1]), (M_TEMPLATE_NEUTRAL, out["est"][0]),
+                (M_GLVD_NEUTRAL_TRUE_CAMS, out["true"][-1])]
+        if m.cfg.landmark_guidance and f.desc is not None:
+            rows.append((M_GLVD_NEUTRAL_TRUE_LMS, descend_on_true_landmarks(
+                m, *view, self.steps, torch.from_numpy(np.asarray(f.desc[:V])).float().mean(0), f.gt_noisy[:V])))
+        for method, pred in rows:
             self.ev.records.append({"set": f.sname, "views": V, "face": f.i, "method": method, "time": None,
                                     **self.scorer.score(pred, gt_n, key)})
         lms = (f.lm_full if f.lm_full is not None else f.detected)[:V]

@@ -36,6 +36,7 @@ from glvd.model import GLVD, Guidance, ModelConfig
 
 from .feature_cache import FeatureCache
 from .losses import jitter_cameras, unrolled_field_losses
+from .photometric import augment
 from .train import git_commit
 
 NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight")
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         "MediaPipe's); both are logged")
     p.add_argument("--landmark-input-scale", type=float, default=None,
                    help="rescale the landmark offsets input (ModelConfig.landmark_input_scale; 1000: mm)")
+    p.add_argument("--photometric", type=float, default=0.0,
+                   help="strength of the photometric augmentation of the renders (glvd_train.photometric; 0: none)")
     p.add_argument("--no-field-image", action="store_true",
                    help="the fields read no image features (ModelConfig.field_image False)")
     a = p.parse_args(argv)
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         faces = torch.randint(data.n_val, data.faces, (a.batch,), generator=gen)
         lm = training_landmarks(a.landmarks, data, faces, views, gen, a.landmark_noise_px, a.mediapipe_frac)
         b = data.batch(faces, views, lm)
+        if a.photometric:
+            b["images"] = augment(b["images"], gen, a.photometric)
         feats, prep, (R_p, t_p) = prepared(model, b)
         cams = Cameras(b["K"], b["R"], b["t"])
         use_true = bool(torch.rand((), generator=gen) < a.true_camera_frac)
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     "landmarks": a.landmarks, "landmark_noise_px": a.landmark_noise_px,
                     "mediapipe_frac": a.mediapipe_frac, "val_landmarks": val_lm,
                     "field_image": model.cfg.field_image,
-                    "landmark_input_scale": model.cfg.landmark_input_scale,
+                    "landmark_input_scale": model.cfg.landmark_input_scale, "photometric": a.photometric,
                     "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
                     "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4),
                     "identity_prior_rank": model.cfg.identity_prior_rank}]

@@ -233,6 +233,78 @@ def test_a_view_that_sees_nothing_adds_nothing(face: dict, sym: np.ndarray) -> N
         assert np.array_equal(tex, base)
 
 
+LIP, TEETH, SKIN = (170.0, 40.0, 50.0), (235.0, 235.0, 225.0), (200.0, 150.0, 130.0)
+
+
+def mouth_scene(face: dict) -> dict:
+    """The synthetic face with a mouth: a slit between grid rows 15 and 16 (|gx| < 0.5, y = -35 mm), the three
+    rows either side of it lips, and a "jawOpen" pose that moves the jaw (rows <= 15) 12.5 mm down, so the posed
+    mouth opens 17 mm wide on the teeth (a plane behind the lips). Returns the neutral and posed vertices, the
+    quads (and quad_uvs) without the slit and a render of a pose through a camera (the teeth included)."""
+    g = np.linspace(-1.0, 1.0, N_GRID)
+    row, col = np.divmod(np.arange(N_GRID * N_GRID), N_GRID)
+    gx = g[col]
+    q = face["quads"]
+    slit = (q[:, 0] // N_GRID == 15) & (np.abs(g[q[:, 0] % N_GRID]) < 0.5) & (np.abs(g[q[:, 1] % N_GRID]) < 0.5)
+    mouth = np.clip((0.6 - np.abs(gx)) / 0.2, 0.0, 1.0)  # the jaw's drop fades out past the mouth corners
+    posed = face["verts"].copy()
+    posed[:, 1] -= np.where(row <= 15, 0.0125 * mouth, 0.0)
+    lips = (np.abs(row - 15.5) < 3) & (np.abs(gx) < 0.45)
+    colour = np.where(lips[:, None], LIP, SKIN).astype(np.float32)
+    teeth_v = np.array([[-0.03, -0.065, 0.052], [0.03, -0.065, 0.052], [0.03, -0.015, 0.052], [-0.03, -0.015, 0.052]],
+                       np.float32)
+    n = len(posed)
+
+    def photo(verts: np.ndarray, cam: dict, S: int = 480) -> np.ndarray:
+        tris = np.concatenate([q[~slit][:, [0, 1, 2]], q[~slit][:, [0, 2, 3]], [[n, n + 1, n + 2], [n, n + 2, n + 3]]])
+        v = np.concatenate([verts, teeth_v])
+        c = np.concatenate([colour, np.tile(np.float32(TEETH), (4, 1))])
+        fr = rasterize(torch.from_numpy(v)[None], torch.from_numpy(tris), torch.from_numpy(cam["K"])[None], S,
+                       torch.from_numpy(cam["R"])[None], torch.from_numpy(cam["t"])[None], cull_backfaces=False)
+        img = interpolate(fr, torch.from_numpy(tris), torch.from_numpy(c)[None])[0].numpy()
+        img = np.where(fr.mask[0].numpy()[..., None], img, np.float32((40, 60, 90)))
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    return {"neutral": face["verts"], "posed": posed, "quads": q[~slit], "quad_uvs": face["quad_uvs"][~slit],
+            "photo": photo}
+
+
+def test_each_photo_bakes_through_its_own_pose(face: dict, sym: np.ndarray, record_property) -> None:
+    """A photo of the posed face (the mouth open on the teeth) baked through the neutral face paints the teeth on
+    the neutral lips (the defect of issue 23); baked through the face as that photo shows it ((V, N, 3): one mesh
+    per view), the lips take the lips' colour. A second, neutral photo through its own (neutral) mesh agrees."""
+    S = 256
+    m = mouth_scene(face)
+    quads, quad_uvs = m["quads"], m["quad_uvs"]
+    front, side = camera(0), camera(25)
+    smile = m["photo"](m["posed"], front)
+    ras = uv_raster(quads, face["uvs"], quad_uvs, S)
+    p = np.stack([ras.interp(np.ascontiguousarray(face["params"][:, k])) for k in range(2)], 1)
+    g = np.linspace(-1.0, 1.0, N_GRID)
+    lower_lip = ras.texel[(p[:, 1] > g[13] + 0.01) & (p[:, 1] < g[15] - 0.01) & (np.abs(p[:, 0]) < 0.3)]
+    assert len(lower_lip) > 100
+
+    def lip_colour(verts: np.ndarray, photos: list, cams: list) -> np.ndarray:
+        b = bake(verts, quads, face["uvs"], quad_uvs, photos, stack(cams), S, sym)
+        return b.texture.reshape(-1, 3)[lower_lip].astype(np.float32).mean(0)
+
+    neutral = lip_colour(m["neutral"], [smile], [front])
+    posed = lip_colour(m["posed"][None], [smile], [front])
+    both = lip_colour(np.stack([m["posed"], m["neutral"]]), [smile, m["photo"](m["neutral"], side)], [front, side])
+    d = {k: (float(np.linalg.norm(c - LIP)), float(np.linalg.norm(c - TEETH)))
+         for k, c in (("neutral mesh", neutral), ("posed mesh", posed), ("two views, each its own", both))}
+    for k, (dl, dt) in d.items():
+        record_property(f"lower lip vs lip / teeth colour, {k}", (round(dl, 1), round(dt, 1)))
+    print("the lower lip's mean colour, distance to the lip colour / the teeth colour:", d)
+    assert d["neutral mesh"][1] < d["neutral mesh"][0]  # before: the teeth on the neutral lips
+    assert d["posed mesh"][0] < 25 and d["two views, each its own"][0] < 25
+    with pytest.raises(GLVDError, match="one mesh per view"):
+        bake(np.stack([m["posed"]] * 2), quads, face["uvs"], quad_uvs, [smile], stack([front]), 64)
+    with pytest.raises(GLVDError, match="occluder"):
+        bake(m["neutral"], quads, face["uvs"], quad_uvs, [smile], stack([front]), 64,
+             occluder=(np.stack([m["posed"]] * 2), np.zeros((1, 3), np.int64)))
+
+
 def test_png_orientation_v_up(face: dict) -> None:
     """Row 0 of the texture is v = 1: a texel's UV (u, v) lands at (col, row) = (u S, (1 - v) S)."""
     S = 64

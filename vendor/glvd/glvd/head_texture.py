@@ -111,24 +111,29 @@ def skin_only_weights(template: np.ndarray, chin: int) -> np.ndarray:
     return np.maximum(neck, ears).astype(np.float32)
 
 
-def face_bake_options(result: Any, head: Head) -> dict[str, Any]:
+def face_bake_options(result: Any, head: Head, posed: np.ndarray | None = None) -> dict[str, Any]:
     """What :func:`glvd.texture.bake` takes for the face tile of a head: the template's mirror map, where only
     skin-like colours count (:func:`skin_only_weights`), and the head's skin as the occluder (visibility and
-    outlines of the whole head: the skull hides the far ear)."""
+    outlines of the whole head: the skull hides the far ear): the final step's, or with ``posed`` ``(V, Nh, 3)``
+    (:meth:`glvd.head.Head.posed_views`) each photo's."""
     tpl = getattr(result, "_template_vertices", None)
     tpl = np.asarray(tpl if tpl is not None else result.vertices[0], np.float32)
     lm = getattr(result, "landmark_ids", None)
     A = head._asset or load_asset()
     skin = A.polygons[np.isin(A.polygon_part, [A.part_names.index("M_Face"), A.part_names.index("M_BackHead")])]
     tris = np.concatenate([skin[:, [0, 1, 2]], skin[:, [0, 2, 3]]])  # the skin has quads only
-    return {"symmetry": symmetry_map(tpl), "occluder": (head.final, tris),
+    return {"symmetry": symmetry_map(tpl), "occluder": (head.final if posed is None else posed, tris),
             "skin_only": skin_only_weights(tpl, int(lm[8])) if lm is not None else None}  # landmark 8: chin
 
 
 def bake_head(result: Any, head: Head, images: Sequence[np.ndarray], size: int = 1024) -> HeadBake:
-    """The whole head's texture from the photos given to ``reconstruct`` (``(H, W, 3)`` uint8 each)."""
-    b = bake(result.final, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size,
-             **face_bake_options(result, head))
+    """The whole head's texture from the photos given to ``reconstruct`` (``(H, W, 3)`` uint8 each), baked
+    through the head as each photo shows it (its expression on the neutral head: so the photo's lips land on
+    the lips, and visibility is the posed head's); the texture is the neutral head's."""
+    posed = head.posed_views()  # None without expression weights: the final step is as the photos show it
+    face = result.final if posed is None else posed[:, :head.face_count]
+    b = bake(face, result.quads, result.uvs, result.quad_uvs, images, result.cameras, size,
+             **face_bake_options(result, head, posed))
     back = back_tile(head, b.texture, b.tone, result)
     return HeadBake(np.concatenate([b.texture, back], axis=1), b)
 

@@ -139,6 +139,17 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+def _surface(ras: UVRaster, v: np.ndarray, quads: np.ndarray) -> tuple[list, list, np.ndarray]:
+    """Texel points and unit smooth normals on the mesh ``v (N, 3)``, as separate x/y/z rows (every per-texel
+    operation is then a contiguous elementwise kernel, 3-10x faster than ``(P, 3)`` arrays), and the vertex
+    normals ``(N, 3)``."""
+    P = [ras.interp(np.ascontiguousarray(v[:, k])) for k in range(3)]
+    vn = vertex_normals(torch.from_numpy(v)[None], torch.from_numpy(np.asarray(quads, np.int64)))[0].numpy()
+    nrm = [ras.interp(np.ascontiguousarray(vn[:, k])) for k in range(3)]
+    inv_len = 1.0 / np.maximum(np.sqrt(nrm[0] ** 2 + nrm[1] ** 2 + nrm[2] ** 2), 1e-12)
+    return P, [n * inv_len for n in nrm], vn
+
+
 @dataclass
 class Bake:
     """Everything :func:`bake_views` computes (for tests and figures).
@@ -171,17 +182,26 @@ class _Clock:
         self._t = now
 
 
+def _per_view(verts: Any, views: int, what: str) -> np.ndarray:
+    """``(N, 3)`` (one mesh for every view) or ``(V, N, 3)`` (each view's own: the face as that photo shows
+    it) -> ``(1 or V, N, 3)`` float32, contiguous."""
+    v = np.asarray(verts, np.float32)
+    if not ((v.ndim == 2 and v.shape[1] == 3) or (v.ndim == 3 and v.shape[0] == views and v.shape[2] == 3)):
+        raise GLVDError(f"{what} must be (N, 3), or (V, N, 3) with one mesh per view ({views} views), got "
+                        f"{v.shape}")
+    return np.ascontiguousarray(v if v.ndim == 3 else v[None])
+
+
 def _check_inputs(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
-                  images: Sequence[np.ndarray], cameras: dict, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  images: Sequence[np.ndarray], cameras: dict,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if not isinstance(size, (int, np.integer)) or not 16 <= int(size) <= 8192:
         raise GLVDError(f"texture size must be an integer between 16 and 8192 (got {size!r})")
-    v = np.asarray(verts, np.float32)
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise GLVDError(f"vertices must be (N, 3), got {v.shape}")
+    v = _per_view(verts, len(images), "vertices")
     q, qu = np.asarray(quads), np.asarray(quad_uvs)
     if q.ndim != 2 or q.shape[1] != 4 or qu.shape != q.shape:
         raise GLVDError(f"quads and quad_uvs must both be (F, 4), got {q.shape} and {qu.shape}")
-    if q.min() < 0 or q.max() >= len(v) or qu.min() < 0 or qu.max() >= len(uvs):
+    if q.min() < 0 or q.max() >= v.shape[1] or qu.min() < 0 or qu.max() >= len(uvs):
         raise GLVDError("quads or quad_uvs index out of range")
     try:
         K = np.asarray(cameras["K"], np.float32).reshape(-1, 3, 3)
@@ -199,7 +219,7 @@ def _check_inputs(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uv
             raise GLVDError(f"image {i + 1}: expected an HxWx3 uint8 array, got {a.dtype} {a.shape}")
     if not (np.isfinite(K).all() and np.isfinite(R).all() and np.isfinite(t).all() and np.isfinite(v).all()):
         raise GLVDError("cameras or vertices contain NaN or inf")
-    return K, R, t
+    return K, R, t, v
 
 
 def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.ndarray,
@@ -208,33 +228,33 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
          occluder: tuple[np.ndarray, np.ndarray] | None = None) -> Bake:
     """:func:`bake_views` with every intermediate (see :class:`Bake`).
 
+    ``verts``: ``(N, 3)``, one mesh for every view, or ``(V, N, 3)``, each view's own (the face as that photo
+    shows it: its expression on the neutral face, :meth:`glvd.api.Result.posed_views`): a texel is then looked
+    up where that photo shows its point of the surface, so a smiling photo paints its lips on the lips.
     ``mode="best"`` (winner takes all, no feathering) exists only to show what the blend buys.
     ``skin_only``: optional ``(N,)`` per vertex in [0, 1]: how far only skin-like colours of the photos are
     taken there (1: a colour far from the skin tone counts as unseen, e.g. a collar on the lower neck).
-    ``occluder``: optional ``(vertices (M, 3), triangles (T, 3))``, a mesh that holds this one (the whole
-    head): visibility and outlines are then its (the skull hides the far ear).
+    ``occluder``: optional ``(vertices (M, 3) or (V, M, 3), triangles (T, 3))``, a mesh that holds this one (the
+    whole head): visibility and outlines are then its (the skull hides the far ear).
     """
-    K, R, t = _check_inputs(verts, quads, uvs, quad_uvs, images, cameras, size)
+    K, R, t, vs = _check_inputs(verts, quads, uvs, quad_uvs, images, cameras, size)
     if mode not in ("blend", "best"):
         raise GLVDError(f"unknown bake mode {mode!r}")
     S = int(size)
-    v = np.ascontiguousarray(verts, np.float32)
     clock = _Clock()
     ras = uv_raster(quads, uvs, quad_uvs, S, symmetry)
     clock("uv_raster")
-    # texel points and smooth normals on the reconstructed surface, as separate x/y/z rows: every
-    # per-texel operation below is then a contiguous elementwise kernel (3-10x faster than (P, 3) arrays)
-    P = [ras.interp(np.ascontiguousarray(v[:, k])) for k in range(3)]
-    vn = vertex_normals(torch.from_numpy(v)[None], torch.from_numpy(np.asarray(quads, np.int64)))[0].numpy()
-    nrm = [ras.interp(np.ascontiguousarray(vn[:, k])) for k in range(3)]
-    inv_len = 1.0 / np.maximum(np.sqrt(nrm[0] ** 2 + nrm[1] ** 2 + nrm[2] ** 2), 1e-12)
+    surfaces = [_surface(ras, v, quads) for v in vs]  # one, or one per view
     tris = torch.from_numpy(_triangulate(quads))
-    occ = None if occluder is None else (occluder[0], torch.as_tensor(np.asarray(occluder[1], np.int64)))
+    occ_v = None
+    if occluder is not None:
+        occ_v = _per_view(occluder[0], len(images), "the occluder's vertices")
+        occ_tris = torch.as_tensor(np.asarray(occluder[1], np.int64))
     centres = -np.einsum("vji,vj->vi", R, t)  # camera centres in the head frame
     # a mesh wound the other way sees every camera from behind: flip its normals (one camera behind is normal)
-    if all(float(((c - v) * vn).sum()) < 0 for c in centres):
-        inv_len = -inv_len
-    nrm = [n * inv_len for n in nrm]
+    if all(float(((c - vs[i % len(vs)]) * surfaces[i % len(vs)][2]).sum()) < 0 for i, c in enumerate(centres)):
+        for _P, nrm, _vn in surfaces:
+            nrm[:] = [-n for n in nrm]
     clock("surface")
     feather = max(1.0, FEATHER_FRAC * S)
     n_tex = len(ras.texel)
@@ -245,6 +265,8 @@ def bake(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: np.nda
     for i, img in enumerate(images):
         img = np.asarray(img)
         h, w = img.shape[:2]
+        v, (P, nrm, _vn) = vs[i % len(vs)], surfaces[i % len(vs)]
+        occ = None if occ_v is None else (occ_v[i % len(occ_v)], occ_tris)
         zb = _zbuffer(v, tris, K[i], R[i], t[i], w, h, zbuf_size, occ)
         clock("zbuffer")
         if zb is None:
@@ -362,7 +384,8 @@ def bake_views(verts: np.ndarray, quads: np.ndarray, uvs: np.ndarray, quad_uvs: 
     """Bake photos onto a mesh's UV layout.
 
     Args:
-        verts: ``(N, 3)`` the mesh, metres, head frame.
+        verts: ``(N, 3)`` the mesh, metres, head frame; or ``(V, N, 3)``, each view's own (the face as that
+            photo shows it, see :func:`bake`).
         quads: ``(F, 4)`` vertex ids, counter-clockwise seen from outside.
         uvs: ``(U, 2)`` in [0, 1], v up; quad_uvs: ``(F, 4)`` ids into ``uvs``.
         images: V photos, ``(H, W, 3)`` uint8 RGB (any sizes).
@@ -397,11 +420,21 @@ def load_photos(result: Any, images: Sequence[Any]) -> list[np.ndarray]:
     return imgs
 
 
+def photo_faces(result: Any) -> np.ndarray:
+    """What a result's texture bakes through: each photo's face as it shows it, ``(V, N, 3)``
+    (:meth:`glvd.api.Result.posed_views`: the neutral face with the photo's expression), or the final step
+    ``(N, 3)`` when the result carries no expression weights (it is then the face as the photos show it)."""
+    if getattr(result, "expression_weights", None) is None:
+        return result.vertices[-1]
+    return result.posed_views()
+
+
 def bake_texture(result: Any, images: Sequence[Any], out_png: str | os.PathLike, size: int = 1024) -> str:
     """Bake a reconstruction's photos into a PNG texture for its UVs; returns the path written.
 
     Args:
-        result: a :class:`glvd.api.Result` (final vertices, cameras in input-image pixels, quads, UVs).
+        result: a :class:`glvd.api.Result` (final vertices, cameras in input-image pixels, quads, UVs); baked
+            through each photo's own face (:func:`photo_faces`), the texture is the neutral face's.
         images: the photos given to ``reconstruct`` (paths, arrays or PIL images), in the same order.
         out_png: where to write the ``size x size`` RGB PNG.
     """
@@ -412,7 +445,7 @@ def bake_texture(result: Any, images: Sequence[Any], out_png: str | os.PathLike,
     if tpl is None:
         tpl = result.vertices[0]
     sym = symmetry_map(np.asarray(tpl, np.float32))
-    tex, _ = bake_views(result.vertices[-1], result.quads, result.uvs, result.quad_uvs, imgs, result.cameras,
+    tex, _ = bake_views(photo_faces(result), result.quads, result.uvs, result.quad_uvs, imgs, result.cameras,
                         size, symmetry=sym)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

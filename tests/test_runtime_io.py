@@ -167,6 +167,9 @@ def test_cli_reconstruct_obj_glb_and_steps(ckpt, photo, tmp_path):
                 "-q", "--lens-35mm", "50", "--json", str(tmp_path / "g.json"), "--mode", "face").returncode == 0
     assert json.loads((tmp_path / "g.json").read_text())["focal_sources"] == ["lens 50 mm"]
     assert glb.read_bytes()[:4] == b"glTF"
+    data = glb.read_bytes()
+    names = json.loads(data[20:20 + int.from_bytes(data[12:16], "little")])["meshes"][0]["extras"]["targetNames"]
+    assert names == ["GLVD 01", "GLVD 02", *api.expression_names]  # the face area's ARKit targets, as the head's
     # the whole head (the default) is built around the kit's face area only: the tiny kit's checkpoint is refused
     r = _cli("reconstruct", str(photo), "-o", str(tmp_path / "head.obj"), "--checkpoint", str(ckpt), "-q")
     assert r.returncode == 2 and "--mode face" in r.stderr and not (tmp_path / "head.obj").exists()

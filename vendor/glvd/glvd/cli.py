@@ -178,11 +178,11 @@ def _write_outputs(res, images, out: Path, texture: str | None, texture_size: in
     try:
         if out.suffix.lower() == ".glb":
             png = Path(tex_path).read_bytes() if tex_path else None
-            expr = head.expressions() if head is not None else None
+            expr = shape.expressions()  # the ARKit targets, the whole head's or the face area's
             write_glb(partial, steps, polys, uvs, puv, texture_png=png, expressions=expr,
-                      expression_names=head.expression_names if head is not None else None,
+                      expression_names=res.expression_names,
                       polygon_material=pmat, materials=mats,
-                      expression_weights=None if weights is None or expr is None else weights[0])
+                      expression_weights=None if weights is None else weights[0])
         elif pose == "photo" and weights is not None:
             write(partial, posed_vertices(steps[-1], weights[0], shape.expressions()))
         else:

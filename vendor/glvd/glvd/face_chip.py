@@ -51,7 +51,8 @@ def five_points_from_mediapipe(dense: np.ndarray) -> np.ndarray:
 
 def five_points_from_predictor(image: np.ndarray, dense: np.ndarray, predictor=None) -> np.ndarray:
     """dlib's own five points: its 5-point predictor (:mod:`glvd.shape_predictor`, numpy) run on
-    the image in a dlib-like rectangle derived from MediaPipe's mesh ``dense`` (glvd pixels).
+    the image in the rectangle dlib's HOG detector returns for the face of MediaPipe's mesh
+    ``dense`` (glvd pixels; :func:`glvd.shape_predictor.face_rectangle`).
     ``predictor``: a ``ShapePredictor`` (default: the shipped weights, loaded once)."""
     from .shape_predictor import default_predictor
 

@@ -9,9 +9,10 @@ Two alignments (``IdentityEncoder(alignment=...)``):
   cache): the five points are MediaPipe mesh vertices (``face_chip.MEDIAPIPE_FIVE``), or the
   68's when 68 points are given.
 - ``"dlib5"``: dlib's own five points, from its 5-point predictor in numpy
-  (:mod:`glvd.shape_predictor`) run in a rectangle derived from the mesh; the descriptor then
-  lands nearer dlib's ``compute_face_descriptor`` (tests/test_facenet.py). Needs the mesh
-  (468/478 points). A model trained on one alignment must be run with the same one.
+  (:mod:`glvd.shape_predictor`) run in the rectangle dlib's HOG face detector would return,
+  picked near the mesh by that detector's filters in numpy (:mod:`glvd.hog_detector`); the
+  descriptor then lands nearer dlib's ``compute_face_descriptor`` (tests/test_facenet.py).
+  Needs the mesh (468/478 points). A model trained on one alignment must be run with the same one.
 """
 
 from __future__ import annotations

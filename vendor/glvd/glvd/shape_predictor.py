@@ -142,7 +142,8 @@ def rect_from_mesh(
     dense: np.ndarray, params: dict | None = None, snap: bool = True
 ) -> tuple[float, float, float, float]:
     """``(468|478, 2)`` MediaPipe mesh points (glvd pixels) -> a dlib-like rectangle (l, t, r, b):
-    the fitted estimate, snapped onto the rectangles dlib's detector can return (``snap``)."""
+    the fitted estimate, snapped onto the rectangles dlib's detector can return (``snap``).
+    :func:`face_rectangle` goes on to the one dlib's detector returns."""
     p = params or RECT_FROM_MESH
     pts = np.asarray(dense, np.float64)[list(RECT_FROM_MESH_IDS)] - 0.5  # to dlib's pixel centres
     centre = pts.mean(0)
@@ -151,6 +152,20 @@ def rect_from_mesh(
     half = p["s"] * scale / 2
     rect = (cx - half, cy - half, cx + half, cy + half)
     return snap_to_detector(rect) if snap else rect
+
+
+def face_rectangle(image: np.ndarray, dense: np.ndarray, detector=None) -> tuple[int, int, int, int]:
+    """The rectangle dlib's HOG face detector returns for the face whose MediaPipe mesh is
+    ``dense`` (glvd pixels): of the detector's windows near :func:`rect_from_mesh`'s estimate
+    (the pyramid levels around its size, the positions overlapping it), the one its filters
+    score best (:mod:`glvd.hog_detector`, numpy). ``detector``: a ``HogFaceDetector`` (default:
+    the shipped filters, loaded once). Where no window fits (a face too near the image's size)
+    the estimate snapped onto the detector's lattice."""
+    from .hog_detector import default_detector
+
+    rough = rect_from_mesh(dense, snap=False)
+    rect, _ = (detector or default_detector()).best_rectangle(image, rough)
+    return rect if rect is not None else snap_to_detector(rough)
 
 
 class ShapePredictor:
@@ -227,11 +242,12 @@ class ShapePredictor:
             pts = np.floor(pts + 0.5)
         return shape, pts + 0.5
 
-    def predict_from_mesh(self, image: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        """The five points of the face MediaPipe's mesh ``dense`` found, on a dlib-like rectangle,
+    def predict_from_mesh(self, image: np.ndarray, dense: np.ndarray, detector=None) -> np.ndarray:
+        """The five points of the face MediaPipe's mesh ``dense`` found, in the rectangle dlib's
+        detector returns for it (:func:`face_rectangle`; ``detector``: its ``HogFaceDetector``),
         rounded to whole pixels as dlib's are (so that, on dlib's own rectangle and with its float32
         leaves, the chip and the descriptor are dlib's to the bit)."""
-        return self.predict(image, rect_from_mesh(dense), rounded=True)
+        return self.predict(image, face_rectangle(image, dense, detector), rounded=True)
 
 
 _DEFAULT: ShapePredictor | None = None

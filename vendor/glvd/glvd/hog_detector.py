@@ -83,6 +83,7 @@ def upsampled_size(h: int, w: int) -> tuple[int, int]:
     return int(_lround((h - 1 + 0.75) * 2)) + 1, int(_lround((w - 1 + 1.25) * 2)) + 1
 
 
+@lru_cache(maxsize=64)
 def level_sizes(h0: int, w0: int, min_size: int = 64, max_levels: int = 1000) -> list[tuple[int, int]]:
     """The (rows, cols) of every level scan_fhog_pyramid builds from a ``(h0, w0)`` image."""
     rect = (0.0, 0.0, w0 - 1.0, h0 - 1.0)
@@ -155,14 +156,15 @@ def resize_region(src: np.ndarray, src_origin: tuple[int, int], in_size: tuple[i
     sy, sx = src_origin
     t, b = top[r] - sy, bottom[r] - sy
     out = np.empty((rows[1] - rows[0], cols[1] - cols[0], 3), np.uint8)
-    src32 = src.astype(_F32)
     s0, s1 = cols[0], min(cols[1], n_simd)
     if s1 > s0:  # the SIMD part, float32: ((tl*TL + tr*TR) + bl*BL) + br*BR, truncated
         lo, hi = left[s0:s1] - sx, right[s0:s1] - sx
         f = lr32[s0:s1][None, :, None]
         g = (_F32(1) - lr32[s0:s1])[None, :, None]
         inv_tb, tb_ = tb32[0][r][:, None, None], tb32[1][r][:, None, None]
-        rows_t, rows_b = src32[t], src32[b]
+        span = slice(int(lo.min()), int(hi.max()) + 1)
+        rows_t, rows_b = src[t, span].astype(_F32), src[b, span].astype(_F32)
+        lo, hi = lo - span.start, hi - span.start
         acc = (inv_tb * g) * rows_t[:, lo] + (inv_tb * f) * rows_t[:, hi]
         acc = acc + (tb_ * g) * rows_b[:, lo]
         acc = acc + (tb_ * f) * rows_b[:, hi]
@@ -173,9 +175,10 @@ def resize_region(src: np.ndarray, src_origin: tuple[int, int], in_size: tuple[i
         lo, hi = left[d0:cols[1]] - sx, right[d0:cols[1]] - sx
         f = lr64[k][None, :, None]
         tbf = tb[r][:, None, None]
-        src64 = src.astype(np.float64)
-        val = (1 - tbf) * ((1 - f) * src64[t][:, lo] + f * src64[t][:, hi]) + tbf * (
-            (1 - f) * src64[b][:, lo] + f * src64[b][:, hi])
+        span = slice(int(lo.min()), int(hi.max()) + 1)
+        top_, bot_ = src[t, span].astype(np.float64), src[b, span].astype(np.float64)
+        lo, hi = lo - span.start, hi - span.start
+        val = (1 - tbf) * ((1 - f) * top_[:, lo] + f * top_[:, hi]) + tbf * ((1 - f) * bot_[:, lo] + f * bot_[:, hi])
         out[:, d0 - cols[0]:] = val.astype(np.int32).astype(np.uint8)
     return out
 
@@ -262,7 +265,9 @@ def pyramid_levels(image: np.ndarray, wanted: dict[int, tuple[int, int, int, int
     """``{level: (region, pixels)}``: the regions (row/col ranges) of the pyramid levels dlib's
     detector scans (level 0: the image upsampled by 2) that ``wanted`` asks for, computed as
     dlib computes them, from only the part of each level they depend on. ``exact=False``: the
-    lowest wanted level by :func:`approximate_level`, dlib's steps from there on."""
+    lowest wanted level by :func:`approximate_level`, dlib's steps from there on (starting the
+    approximation 2-3 levels lower halves the scores' error, 0.08 -> 0.04 at the median on the
+    27 real photos, but no more rectangles come out dlib's: 26-27 of 27 either way)."""
     img = np.asarray(image)
     sizes, regions = level_regions(img.shape[:2], wanted)
     start = 0 if exact else min(wanted)

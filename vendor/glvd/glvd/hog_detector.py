@@ -263,7 +263,8 @@ def approximate_level(image: np.ndarray, scale: tuple[float, float], region: tup
     fy = (by - ty).astype(_F32)[:, None, None]
     fx = (bx - tx).astype(_F32)[None, :, None]
     upper, lower = blocks[ty], blocks[ty + 1]
-    val = (upper[:, tx] * (1 - fx) + upper[:, tx + 1] * fx) * (1 - fy) + (lower[:, tx] * (1 - fx) + lower[:, tx + 1] * fx) * fy
+    val = ((upper[:, tx] * (1 - fx) + upper[:, tx + 1] * fx) * (1 - fy)
+           + (lower[:, tx] * (1 - fx) + lower[:, tx + 1] * fx) * fy)
     return np.clip(val + _F32(0.5), 0, 255).astype(np.uint8)
 
 
@@ -465,7 +466,7 @@ class HogFaceDetector:
         sizes = level_sizes(h0, w0)
         # the 80 px window at level l is ~36.5 * 1.2**l px wide in the image (fhog_to_image's
         # 73 px at level 0, halved by the upsampling)
-        near = int(round(np.log(max(side, 1.0) / WINDOW_SIDE_0) / np.log(PYRAMID_N / (PYRAMID_N - 1.0))))
+        near = int(np.rint(np.log(max(side, 1.0) / WINDOW_SIDE_0) / np.log(PYRAMID_N / (PYRAMID_N - 1.0))))
         out = {}
         area = (right - left + 1) * (bottom - top + 1)
         for level in range(max(near - levels_around, 0), min(near + levels_around + 1, len(sizes))):

@@ -33,6 +33,23 @@ def _inputs(views: int, S: int = 128):
     return imgs, Cameras(K, R, t)
 
 
+def _fill_zero_layers(model: GLVD) -> GLVD:
+    """Random weights where a layer starts at zero (output layers, guidance inputs), so every input moves the mesh."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
+                torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def _descents(a: GLVD, b: GLVD, g: Guidance, steps: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two models' descents on the same random one-view photo and guidance."""
+    imgs, cams = _inputs(1)
+    with torch.no_grad():
+        f = a.encode(imgs)
+        return a.descend(f, cams, steps, prep=a.prepare(f, g))[0], b.descend(f, cams, steps, prep=b.prepare(f, g))[0]
+
+
 def _guidance(views: int) -> Guidance:
     g = torch.Generator().manual_seed(1)
     lm = torch.rand(2, views, 68, 2, generator=g) * 128
@@ -46,11 +63,7 @@ def test_widened_model_computes_what_it_did_until_trained(tiny, views):
 
     _, template = tiny
     torch.manual_seed(0)
-    base = GLVD(ModelConfig(), template).eval()
-    with torch.no_grad():
-        for p in base.parameters():  # random output layers, so every step moves the mesh
-            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
-                torch.nn.init.normal_(p, std=0.02)
+    base = _fill_zero_layers(GLVD(ModelConfig(), template).eval())
     wide = widen(base).eval()
     assert wide.needs_guidance and not base.needs_guidance
     imgs, cams = _inputs(views)
@@ -122,11 +135,10 @@ def test_identity_prior_moves_the_start_and_the_reference(tiny):
     zero = with_prior(wide, torch.zeros(129, 4), torch.zeros(4, N, 3)).eval()
     imgs, cams = _inputs(1)
     g = _guidance(1)
+    a, b = _descents(wide, zero, g)
+    assert torch.equal(a, b)  # a zero prior is the template
     with torch.no_grad():
         f = wide.encode(imgs)
-        a, _ = wide.descend(f, cams, 2, prep=wide.prepare(f, g))
-        b, _ = zero.descend(f, cams, 2, prep=zero.prepare(f, g))
-        assert torch.equal(a, b)  # a zero prior is the template
         pm = torch.zeros(129, 4)
         pm[:128, 0] = 0.01  # the code moves the face along the first basis shape
         pb = torch.zeros(4, N, 3)
@@ -142,11 +154,7 @@ def test_a_model_whose_fields_read_no_image_follows_only_the_guidance(tiny):
 
     _, template = tiny
     torch.manual_seed(0)
-    wide = widen(GLVD(ModelConfig(camera_refiner=True), template)).eval()
-    with torch.no_grad():
-        for p in wide.parameters():  # every layer carries weight, so the image would move the mesh
-            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
-                torch.nn.init.normal_(p, std=0.02)
+    wide = _fill_zero_layers(widen(GLVD(ModelConfig(camera_refiner=True), template)).eval())
     blind = GLVD(ModelConfig.from_dict({**wide.cfg.to_dict(), "field_image": False}), template).eval()
     blind.load_state_dict(wide.state_dict())
     assert ModelConfig.from_dict({k: v for k, v in wide.cfg.to_dict().items() if k != "field_image"}).field_image
@@ -198,17 +206,7 @@ def test_rescaling_the_landmark_input_keeps_the_model_and_then_trains_faster(tin
 
     _, template = tiny
     torch.manual_seed(0)
-    wide = widen(GLVD(ModelConfig(), template)).eval()
-    with torch.no_grad():
-        for p in wide.parameters():
-            if p.dim() >= 1 and float(p.abs().sum()) == 0.0:
-                torch.nn.init.normal_(p, std=0.02)
+    wide = _fill_zero_layers(widen(GLVD(ModelConfig(), template)).eval())
     mm = with_landmark_scale(wide, 1000.0).eval()
     assert mm.cfg.landmark_input_scale == 1000.0 and wide.cfg.landmark_input_scale == 10.0
-    imgs, cams = _inputs(1)
-    g = _guidance(1)
-    with torch.no_grad():
-        f = wide.encode(imgs)
-        a, _ = wide.descend(f, cams, 2, prep=wide.prepare(f, g))
-        b, _ = mm.descend(f, cams, 2, prep=mm.prepare(f, g))
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(*_descents(wide, mm, _guidance(1)), rtol=0, atol=1e-6)

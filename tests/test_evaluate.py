@@ -214,3 +214,26 @@ def test_run_glvd_photo_path_uses_the_landmark_cameras(tmp_path):
     R_pnp, _ = solve_pnp(final68[PNP_LANDMARKS], uv.double().numpy()[PNP_LANDMARKS], K[0].double().numpy())
     np.testing.assert_allclose(out["R_lmk"][0].double().numpy(), R_pnp, atol=1e-4)
     assert "lmk" not in run_glvd(model, imgs, K, R, t, 2)
+
+
+def test_evaluate_scores_a_neutral_guided_model_on_the_true_landmarks_too(tmp_path):
+    from glvd.expression import ExpressionHead
+    from glvd_train.expression_training import with_expression_head
+    from glvd_train.guided_training import widen
+
+    kit = tiny_kit(tmp_path)
+    torch.manual_seed(0)
+    wide = widen(small_model(kit))
+    with torch.no_grad():  # the guidance inputs carry weight, so the landmarks move the descent
+        torch.nn.init.normal_(wide.keypoints.guide.weight, std=0.05)
+    model = with_expression_head(wide, ExpressionHead(len(wide.template.expression_names))).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, {"trained": True, "iterations": 1})
+    out = tmp_path / "RESULTS.md"
+    assert main(["--kit", str(kit), "--checkpoint", str(ckpt), "--ablation", str(tmp_path / "none.pt"),
+                 "--samples", "2", "--views", "1", "--skip-slow", "--no-mediapipe", "--out", str(out),
+                 "--threads", "1", "--ridge", str(tmp_path / "no_ridge.npz")]) == 0
+    text = out.read_text()
+    assert "| true cameras | true cameras, true landmarks + 2 px |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| held-out | 1 | ") and line.count("|") == 7)
+    cells = [c.strip() for c in row.split("|")[3:7]]
+    assert all(c not in ("", "-", "n/a") for c in cells), row  # the neutral, true cameras, true landmarks, template

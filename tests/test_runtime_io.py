@@ -97,7 +97,15 @@ def test_reconstruct_a_real_photo(ckpt, photo):
     assert res.vertices.shape == (5, n, 3) and res.vertices.dtype == np.float32
     assert res.cameras["K"].shape == (1, 3, 3) and res.landmarks2d.shape == (1, 68, 2)
     assert res.trained is False
-    assert res.expressions().shape == (len(res.expression_names), n, 3)
+    E = res.expressions()
+    assert E.shape == (len(res.expression_names), n, 3)
+    # computed once per final shape and shared read-only (the keys, the posed faces and the bake ask for it)
+    assert res.expressions() is E and not E.flags.writeable
+    final = res.vertices[-1].copy()
+    res.vertices[-1] *= 1.1  # another final shape on the same result: computed anew
+    assert not np.array_equal(res.expressions(), E)
+    res.vertices[-1] = final
+    assert np.array_equal(res.expressions(), E)
     assert {"preprocess_s", "encode_s", "descent_s", "total_s"} <= set(res.timings)
     assert res.focal_sources == ["assumed: face 1.2 m away"]  # the test photo has no EXIF
     lens = rec.reconstruct([photo], steps=1, lens_35mm=26)  # a phone's main camera

@@ -21,7 +21,7 @@ from .cameras import Cameras
 from .checkpoint import default_checkpoint_path, load_checkpoint
 from .crop import crop_intrinsics
 from .errors import GLVDError
-from .expression import expression_offsets, posed_vertices
+from .expression import deltas_once, expression_offsets, posed_vertices
 from .model import CancelToken
 from .transfer import transfer_expressions
 
@@ -82,9 +82,10 @@ class Result:
         return int(self.vertices.shape[0] - 1)
 
     def expressions(self) -> np.ndarray:
-        """``(53, N, 3)`` the kit's ARKit expression deltas carried onto this face (same topology)."""
-        return transfer_expressions(self._template_vertices, self.final, self.quads,
-                                    self._template_expressions.astype(np.float32))
+        """``(53, N, 3)`` the kit's ARKit expression deltas carried onto this face (same topology); computed once
+        (read-only: :func:`glvd.expression.deltas_once`)."""
+        return deltas_once(self, self.final, lambda: transfer_expressions(
+            self._template_vertices, self.final, self.quads, self._template_expressions.astype(np.float32)))
 
     def posed(self, view: int = 0, expressions: np.ndarray | None = None) -> np.ndarray:
         """``(N, 3)`` the face as photo ``view`` shows it: the neutral result plus that photo's weights times

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError, GLVDError
-from .expression import posed_vertices
+from .expression import deltas_once, posed_vertices
 
 ASSET = Path(__file__).resolve().parent / "assets" / "head.npz"
 #: ridge weight of the identity fit (metres^2 against coefficients of unit variance)
@@ -219,8 +219,9 @@ class Head:
         return int(self.vertices.shape[1])
 
     def expressions(self) -> np.ndarray:
-        """``(53, Nh, 3)`` float32 ARKit deltas on the whole head, for the final step."""
-        return head_expressions(self._result, self.fits[-1], self._asset)
+        """``(53, Nh, 3)`` float32 ARKit deltas on the whole head, for the final step; computed once (read-only:
+        :func:`glvd.expression.deltas_once`)."""
+        return deltas_once(self, self.final, lambda: head_expressions(self._result, self.fits[-1], self._asset))
 
     def posed_views(self, expressions: np.ndarray | None = None) -> np.ndarray | None:
         """``(V, Nh, 3)`` the head as each photo shows it: the final step plus the photo's ARKit weights times

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glvd.expression import normalise_landmarks
 from glvd.landmarks_map import mediapipe_to_68
 from glvd_train.descriptor_ridge import LAMBDAS, _solve
 from glvd_train.feature_cache import FeatureCache
@@ -35,8 +36,7 @@ HELD_OUT = 64  # the guided training's validation faces (its first 2 shards)
 def normalise(lm: np.ndarray, ref: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``lm (M, P, 2)`` -> each moved onto ``ref (P, 2)`` (default: their mean after centring and scaling) by a
     2D similarity, flattened ``(M, 2P)``; and the reference."""
-    x = lm - lm.mean(1, keepdims=True)
-    x = x / np.sqrt((x ** 2).sum((1, 2), keepdims=True) / x.shape[1])
+    x = normalise_landmarks(torch.from_numpy(np.asarray(lm, np.float64))).numpy()  # centred, unit RMS radius
     if ref is None:
         ref = x.mean(0)
         for _ in range(3):

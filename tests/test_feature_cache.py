@@ -29,7 +29,7 @@ def test_cache_resumes_to_what_one_run_writes(tmp_path, tiny_kit):
     _build(whole, tiny_kit, 6)
     part = tmp_path / "part"
     _build(part, tiny_kit, 2)  # one shard, then "killed"
-    (part / "shard_00001.tmp.npz").write_bytes(b"half a shard")  # what a kill mid-write leaves
+    (part / "shard_00001.w0.tmp.npz").write_bytes(b"half a shard")  # what a kill mid-write leaves
     assert existing_shards(part) == 1
     _build(part, tiny_kit, 6)  # resumed
     assert existing_shards(part) == 3 and not list(part.glob("*.tmp.npz"))
@@ -48,6 +48,33 @@ def test_cache_resumes_to_what_one_run_writes(tmp_path, tiny_kit):
     assert np.isnan(arr["mesh2d"][~arr["mesh_found"]]).all()
     # crop intrinsics for the stored size: the true landmarks project inside the 32 px crop
     assert (arr["landmarks2d"] > -8).all() and (arr["landmarks2d"] < 40).all()
+    # the backbone's chip maps, and where the crop's pixels land on each view's chip: where MediaPipe found
+    # nothing the chip is cut on the true landmarks' five points (in the 64 px render: crop pixels x 2)
+    from glvd.face_chip import five_points_from_68, image_to_chip
+
+    assert arr["chip_maps"].shape == (6, 2, 128, 8, 8) and arr["chip_maps"].dtype == np.float16
+    assert np.abs(arr["chip_maps"].astype(np.float32)).sum(axis=(2, 3, 4)).min() > 0
+    truth = np.argwhere(~arr["mesh_found"])
+    assert len(truth)  # MediaPipe finds no face in a 64 px render of the tiny kit
+    for f, v in truth:
+        A = image_to_chip(five_points_from_68(arr["landmarks2d"][f, v] * 2))
+        np.testing.assert_allclose(arr["chip_affine"][f, v], np.c_[A[:, :2] * 2, A[:, 2]], rtol=1e-4, atol=1e-3)
+
+
+def test_cache_workers_share_the_shards_of_one_run(tmp_path, tiny_kit):
+    whole = tmp_path / "whole"
+    _build(whole, tiny_kit, 6)
+    split = tmp_path / "split"
+    for w in (1, 0):  # worker 1 first: shards 1 only, the reader sees none complete from 0
+        build(split, faces=6, faces_per_shard=2, views=2, seed=3, kit=tiny_kit, render_size=64, image_size=32,
+              log=lambda m: None, worker=(w, 2))
+        if w == 1:
+            assert existing_shards(split) == 0 and shard_path(split, 1).is_file()
+    assert existing_shards(split) == 3
+    for i in range(3):
+        a, b = np.load(shard_path(whole, i)), np.load(shard_path(split, i))
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def test_cache_refuses_other_settings(tmp_path, tiny_kit):

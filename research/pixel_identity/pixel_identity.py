@@ -29,7 +29,7 @@ from research.common import finish, generated_by, start
 INNER = slice(17, 68)
 SEED = 61_000_001  # disjoint from training, validation, evaluate and the other experiments
 #: the last block of each stage whose maps are sampled (glvd.facenet.STAGES: blocks 3-6 are 64 ch, 7-9 128 ch)
-TAPS = {"stage 2 (64 ch, 19 px)": 6, "stage 3 (128 ch, 10 px)": 9}
+TAPS = {"stage 2 (64 ch, 17 px)": 6, "stage 3 (128 ch, 8 px)": 9}
 LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
              "| features | dims | lambda | held-out renders (mm) | real photos within / between (mm) | ratio |",
              "|---|---|---|---|---|---|"]
     combos = {"descriptor": ["descriptor"], **{k: [k] for k in TAPS},
-              "descriptor + stage 3": ["descriptor", "stage 3 (128 ch, 10 px)"],
+              "descriptor + stage 3": ["descriptor", "stage 3 (128 ch, 8 px)"],
               "descriptor + stages 2 and 3": ["descriptor", *TAPS]}
     for label, keys in combos.items():
         A = np.concatenate([X[k] for k in keys], 1)

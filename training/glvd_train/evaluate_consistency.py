@@ -51,7 +51,8 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
     for p in range(people):
         feats = model.encode(s["images"][p, :, None])  # every photo on its own: (M, 1, 3, S, S)
         lms = [detect(im) for im in s["images"][p]] if detect is not None else [None] * photos
-        guidance = _guidance(identity, s["images"][p], lms, model.cfg.identity_dim) if identity is not None else None
+        guidance = (_guidance(identity, s["images"][p], lms, model.cfg.identity_dim, model.cfg.chip_features)
+                    if identity is not None else None)
         prep = model.prepare(feats, guidance)
         cams = model.estimate_cameras(feats, s["K"][p, :, None], prep)
         if detect is not None:
@@ -70,12 +71,23 @@ def identity_spread(model, kit: str | None, seed: int, people: int = 6, photos: 
             "people": people, "photos": photos, "placed_by_landmarks": placed if detect is not None else None}
 
 
-def _guidance(identity, images: torch.Tensor, lms: list[np.ndarray | None], dim: int):
+def _guidance(identity, images: torch.Tensor, lms: list[np.ndarray | None], dim: int, chip: bool = False):
     """Per photo (as M one-view faces): the descriptor of the chip on its detected 68 ``lms`` (the crop
-    itself; the truth is unknown here, so a photo without landmarks gets the zero code) and those landmarks."""
+    itself; the truth is unknown here, so a photo without landmarks gets the zero code and zero chip maps),
+    those landmarks, and with ``chip`` the chip maps."""
+    from glvd.facenet import CHIP_MAP_CHANNELS, CHIP_MAP_SIZE
     from glvd.model import Guidance
 
     rgb = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).byte().numpy()
-    faces = [Guidance.of_views(identity.describe([rgb[m]], [pts])[0] if pts is not None else np.zeros(dim), [pts])
-             for m, pts in enumerate(lms)]
-    return Guidance(torch.cat([g.identity for g in faces]), torch.cat([g.landmarks for g in faces]))
+    faces = []
+    for m, pts in enumerate(lms):
+        if pts is None:
+            desc = np.zeros((1, dim), np.float32)
+            maps = np.zeros((1, CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE), np.float32)
+            affine = np.zeros((1, 2, 3), np.float32)
+        else:
+            desc, maps, affine = identity.describe_with_maps([rgb[m]], [pts])
+        faces.append(Guidance.of_views(desc[0], [pts], *((maps, affine) if chip else (None, None))))
+    cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+    return Guidance(torch.cat([g.identity for g in faces]), torch.cat([g.landmarks for g in faces]),
+                    cat([g.chip_maps for g in faces]), cat([g.chip_affine for g in faces]))

@@ -57,14 +57,13 @@ def posed(model, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def descend_on_true_landmarks(model, images: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                              steps: int, identity: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-    """The final face ``(N, 3)`` of a guided model's descent from ``images (V, 3, S, S)`` with the true cameras,
-    the identity code ``(D,)`` and ``landmarks (V, 68, 2)`` (crop pixels) in place of the detector's."""
+                              steps: int, guidance) -> torch.Tensor:
+    """The final face ``(N, 3)`` of a guided model's descent from ``images (V, 3, S, S)`` with the true cameras
+    and ``guidance`` (batch 1) whose landmarks are the truth's (crop pixels) in place of the detector's."""
     from glvd.cameras import Cameras
-    from glvd.model import Guidance
 
     feats = model.encode(images[None])
-    prep = model.prepare(feats, Guidance(identity.reshape(1, -1).float(), landmarks[None].float()))
+    prep = model.prepare(feats, guidance)
     xs, _ = model.descend(feats, Cameras(K[None], R[None], t[None]), steps, prep=prep)
     return xs[0, -1]
 

@@ -199,6 +199,17 @@ class _Face:
     detected: list  # MediaPipe's 68 per view (None: not found), for the photo path
     desc: np.ndarray | None  # (V, 128) identity descriptors
     lm_full: list | None  # a guided model's landmarks per view
+    chip_maps: np.ndarray | None = None  # (V, 128, 8, 8) the backbone's chip maps (a chip-features model)
+    chip_affine: np.ndarray | None = None  # (V, 2, 3) crop pixels -> chip pixels
+
+    def guidance(self, V: int, landmarks: torch.Tensor | None = None):
+        """A guided model's :class:`glvd.guidance.Guidance` for the first ``V`` views (``landmarks (V, 68, 2)``:
+        instead of the detector's)."""
+        from glvd.model import Guidance
+
+        chip = (None, None) if self.chip_maps is None else (self.chip_maps[:V], self.chip_affine[:V])
+        g = Guidance.of_views(self.desc[:V].mean(0), self.lm_full[:V], *chip)
+        return g if landmarks is None else Guidance(g.identity, landmarks[None].float(), g.chip_maps, g.chip_affine)
 
 
 class _Runner:
@@ -293,18 +304,21 @@ class _Runner:
                 detected.append(None)
                 self.lm_source["GT + 2 px noise"] += 1
         # the identity descriptors: MediaPipe on the large render (the truth where it finds nothing)
-        desc, lm_full = None, None
+        desc, lm_full, chip = None, None, (None, None)
         if self.identity is not None:
             full = d["images_full"][i]
             found_full = [mp(full[v]) if mp is not None else None for v in range(maxV)]
             pts_full = [p_[:, :2] if p_ is not None else d["landmarks2d"][i, v].numpy() * RENDER_SCALE
                         for v, p_ in enumerate(found_full)]
-            desc = self.identity.describe(list(full), pts_full)
+            desc, maps, affine = self.identity.describe_with_maps(list(full), pts_full)
+            if self.model.cfg.chip_features:
+                affine[..., :2] *= RENDER_SCALE  # crop pixels -> the large render's -> the chip's
+                chip = (maps, affine)
             # a guided model's landmarks: MediaPipe on the large render (as the cache's), at the crop's scale
             lm_full = [mediapipe_to_68(p_[:, :2]).astype(np.float32) / RENDER_SCALE if p_ is not None
                        else None for p_ in found_full]
         return _Face(sname, i, d["vertices"][i], hash((sname, i)), gt_noisy, torch.stack(lms), mp_pts, detected,
-                     desc, lm_full)
+                     desc, lm_full, *chip)
 
     def _add(self, f: _Face, V: int, method: str, pred: torch.Tensor, secs: float | None) -> None:
         self.ev.records.append({"set": f.sname, "views": V, "face": f.i, "method": method, "time": secs,
@@ -317,11 +331,9 @@ class _Runner:
 
     def _glvd(self, f: _Face, d: dict, V: int) -> torch.Tensor:
         """GLVD (estimated, true and landmark cameras; the template) and the LVD ablation; GLVD's final shape."""
-        from glvd.model import Guidance
-
         sl = slice(0, V)
         imgs, K, R, t = d["images"][f.i, sl], d["K"][f.i, sl], d["R"][f.i, sl], d["t"][f.i, sl]
-        guidance = Guidance.of_views(f.desc[:V].mean(0), f.lm_full[:V]) if self.model.needs_guidance else None
+        guidance = f.guidance(V) if self.model.needs_guidance else None
         curves, rot_err, key = self.ev.curves, self.ev.rot_err, (f.sname, V)
         glvd_final = None
         for label, mdl, m_true, m_est in (("glvd", self.model, M_GLVD_TRUE, M_GLVD_EST),
@@ -367,7 +379,7 @@ class _Runner:
                 (M_GLVD_NEUTRAL_TRUE_CAMS, out["true"][-1])]
         if m.cfg.landmark_guidance and f.desc is not None:
             rows.append((M_GLVD_NEUTRAL_TRUE_LMS, descend_on_true_landmarks(
-                m, *view, self.steps, torch.from_numpy(np.asarray(f.desc[:V])).float().mean(0), f.gt_noisy[:V])))
+                m, *view, self.steps, f.guidance(V, f.gt_noisy[:V]))))
         for method, pred in rows:
             self.ev.records.append({"set": f.sname, "views": V, "face": f.i, "method": method, "time": None,
                                     **self.scorer.score(pred, gt_n, key)})

@@ -15,10 +15,15 @@ Per view: ``image (S, S, 3)`` uint8 at the model's crop size; the crop camera ``
 ``mesh2d (468, 2)`` MediaPipe's landmarks on the render (crop pixels; NaN where MediaPipe
 found no face, ``mesh_found`` False); ``descriptor (128)`` from the chip aligned on
 MediaPipe's points as at inference (on the true 68 where MediaPipe found nothing,
-``descriptor_from_truth`` True). Renders are made at ``--render-size`` (MediaPipe and the
-chip see that image, as they see a photo) and area-resized to ``--image-size``.
+``descriptor_from_truth`` True); ``chip_maps (128, 8, 8)`` fp16, the backbone's pixel features of that chip
+(``glvd.facenet.CHIP_MAP_BLOCK``), and ``chip_affine (2, 3)``, crop pixels -> chip pixels. Renders are made at
+``--render-size`` (MediaPipe and the chip see that image, as they see a photo) and area-resized to
+``--image-size``.
 
-    glvd-train cache --out runs/cache --faces 8000 [--views 3] [--seed 0]
+    glvd-train cache --out runs/cache --faces 8000 [--views 3] [--seed 0] [--worker 0/2]
+
+``--worker i/n`` builds only the shards ``i, i + n, ...``: n processes grow one cache together (each shard is
+still drawn from its own seed, so the cache is the same); the reader takes the complete shards from 0 on.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 
 FORMAT = "glvd-feature-cache"
-VERSION = 1
+VERSION = 2  # 2: chip_maps and chip_affine
 
 
 def shard_path(out: Path, i: int) -> Path:
@@ -83,7 +88,11 @@ def make_shard(kit: str | None, i: int, seed: int, faces: int, views: int, rende
                 found[b, v] = True
             chips_src.append(img)
             chips_pts.append(pts if pts is not None else lm[b, v])
-    desc = identity.describe(chips_src, chips_pts).reshape(B, V, -1)
+    desc, maps, affine = identity.describe_with_maps(chips_src, chips_pts)
+    desc = desc.reshape(B, V, -1)
+    maps = maps.reshape(B, V, *maps.shape[1:])
+    affine = affine.reshape(B, V, 2, 3).astype(np.float32)
+    affine[..., :2] /= scale  # crop pixels at image_size -> render pixels -> chip pixels
     K = s["K"].clone()
     K[..., :2, :] *= scale  # crop pixels at image_size (pixel-centre convention: spans [0, S])
     return {
@@ -96,18 +105,20 @@ def make_shard(kit: str | None, i: int, seed: int, faces: int, views: int, rende
         "landmarks2d": (lm * scale).astype(np.float32),
         "mesh2d": mesh, "mesh_found": found,
         "descriptor": desc.astype(np.float16), "descriptor_from_truth": ~found,
+        "chip_maps": maps.astype(np.float16), "chip_affine": affine,
     }
 
 
-def write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_suffix(".tmp.npz")
+def write_atomic(path: Path, arrays: dict[str, np.ndarray], tag: str = "w0") -> None:
+    tmp = path.with_suffix(f".{tag}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
 def build(out: Path, faces: int, faces_per_shard: int, views: int, seed: int, kit: str | None,
-          render_size: int, image_size: int, log=print) -> int:
-    """Grow the cache at ``out`` to ``faces`` faces; returns the shard count."""
+          render_size: int, image_size: int, log=print, worker: tuple[int, int] = (0, 1)) -> int:
+    """Grow the cache at ``out`` to ``faces`` faces (``worker (i, n)``: only the shards ``i mod n``); returns the
+    shard count."""
     from glvd.identity import IdentityEncoder
 
     out.mkdir(parents=True, exist_ok=True)
@@ -120,18 +131,20 @@ def build(out: Path, faces: int, faces_per_shard: int, views: int, seed: int, ki
             raise ValueError(f"{out} was built with {old}, not {meta}: use another --out")
     else:
         meta_path.write_text(json.dumps(meta, indent=1))
-    for stale in out.glob("*.tmp.npz"):
-        stale.unlink()  # a shard a kill interrupted
+    mine, workers = worker
+    for stale in out.glob(f"*.w{mine}.tmp.npz"):
+        stale.unlink()  # a shard a kill of this worker interrupted
     target = -(-faces // faces_per_shard)
-    start = existing_shards(out)
     identity = IdentityEncoder()
     t0, done = time.perf_counter(), 0
-    for i in range(start, target):
+    for i in range(existing_shards(out), target):
+        if i % workers != mine or shard_path(out, i).is_file():
+            continue
         write_atomic(shard_path(out, i), make_shard(kit, i, seed, faces_per_shard, views, render_size, image_size,
-                                                    identity))
+                                                    identity), tag=f"w{mine}")
         done += 1
         rate = done * faces_per_shard * views / (time.perf_counter() - t0)
-        log(f"shard {i + 1}/{target}: {(i + 1) * faces_per_shard} faces, {rate:.2f} views/s")
+        log(f"shard {i + 1}/{target}: {existing_shards(out) * faces_per_shard} faces complete, {rate:.2f} views/s")
     return target
 
 
@@ -168,11 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", default="0/1", help="i/n: build only the shards i, i + n, ... (n processes)")
     a = p.parse_args(argv)
+    try:
+        mine, workers = (int(x) for x in a.worker.split("/"))
+        if not 0 <= mine < workers:
+            raise ValueError
+    except ValueError:
+        print(f"glvd-train cache: --worker {a.worker!r}: expected i/n with 0 <= i < n", file=sys.stderr)
+        return 2
     torch.set_num_threads(a.threads)
     try:
         build(a.out, a.faces, a.faces_per_shard, a.views, a.seed, a.kit, a.render_size, a.image_size,
-              log=lambda m: print(m, file=sys.stderr, flush=True))
+              log=lambda m: print(m, file=sys.stderr, flush=True), worker=(mine, workers))
     except (ValueError, FileNotFoundError) as exc:
         print(f"glvd-train cache: {exc}", file=sys.stderr)
         return 2

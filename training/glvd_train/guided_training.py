@@ -39,7 +39,8 @@ from .losses import jitter_cameras, unrolled_field_losses
 from .photometric import augment
 from .train import git_commit
 
-NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight")
+CHIP_LAYERS = ("keypoints.chip_proj.weight", "vertices.chip_proj.weight")
+NEW_LAYERS = ("keypoints.guide.weight", "vertices.identity_proj.weight", *CHIP_LAYERS)
 
 
 def widen(model: GLVD, identity_dim: int = DESCRIPTOR_DIM, landmarks: bool = True) -> GLVD:
@@ -51,6 +52,16 @@ def widen(model: GLVD, identity_dim: int = DESCRIPTOR_DIM, landmarks: bool = Tru
     if unexpected or any(k not in NEW_LAYERS for k in missing):
         raise ValueError(f"cannot widen: missing {missing}, unexpected {unexpected}")
     return wide
+
+
+def with_chip_features(model: GLVD) -> GLVD:
+    """The same model whose fields also read the identity backbone's chip maps (ModelConfig.chip_features;
+    zero-initialised projections: its output is unchanged until training uses them)."""
+    out = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "chip_features": True}), model.template)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or set(missing) - {"keypoints.chip_proj.weight", "vertices.chip_proj.weight"}:
+        raise ValueError(f"cannot add chip features: missing {missing}, unexpected {unexpected}")
+    return out
 
 
 def with_landmark_scale(model: GLVD, scale: float) -> GLVD:
@@ -134,6 +145,9 @@ class CachedFaces:
             lm[f, v] = mediapipe_to_68(mesh[f, v])
         self.landmarks = torch.from_numpy(lm)
         self.true_landmarks = torch.from_numpy(a["landmarks2d"]).float()  # (F, V, 68, 2) the truth projected
+        # (F, V, 128, 8, 8) fp16 and (F, V, 2, 3): the backbone's chip maps and crop -> chip pixels (cache v2)
+        self.chip_maps = torch.from_numpy(a["chip_maps"]) if "chip_maps" in a else None
+        self.chip_affine = torch.from_numpy(a["chip_affine"]).float() if "chip_affine" in a else None
         self.faces, self.views = self.images.shape[:2]
         self.shards = c.shards
 
@@ -143,8 +157,11 @@ class CachedFaces:
         sl = slice(0, views)
         imgs = self.images[faces, sl].permute(0, 1, 4, 2, 3).float() / 255.0
         lm = self.landmarks[faces, sl] if landmarks is None else landmarks
+        maps = None if self.chip_maps is None else self.chip_maps[faces, sl].float()
+        aff = None if self.chip_affine is None else self.chip_affine[faces, sl]
         return {"images": imgs, "K": self.K[faces, sl], "R": self.R[faces, sl], "t": self.t[faces, sl],
-                "gt": self.vertices[faces].float(), "guidance": Guidance(self.descriptor[faces, sl].mean(1), lm)}
+                "gt": self.vertices[faces].float(),
+                "guidance": Guidance(self.descriptor[faces, sl].mean(1), lm, maps, aff)}
 
 
 #: which 2D landmarks the fields read in training: MediaPipe's on the render, the truth projected with noise
@@ -216,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rise-weight", type=float, default=10.0)
     p.add_argument("--lr", type=float, default=1e-4, help="the fields' existing weights")
     p.add_argument("--lr-new", type=float, default=1e-3, help="the new guidance layers")
+    p.add_argument("--lr-chip", type=float, default=3e-4, help="the chip maps' projections (--chip-features)")
     p.add_argument("--true-camera-frac", type=float, default=0.7)
     p.add_argument("--multi-view-frac", type=float, default=0.15, help="share of batches with two views (else one)")
     p.add_argument("--val-shards", type=int, default=2)
@@ -241,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="strength of the photometric augmentation of the renders (glvd_train.photometric; 0: none)")
     p.add_argument("--no-field-image", action="store_true",
                    help="the fields read no image features (ModelConfig.field_image False)")
+    p.add_argument("--chip-features", action="store_true",
+                   help="the fields also read the identity backbone's chip maps (ModelConfig.chip_features; "
+                        "needs a cache with chip_maps)")
     a = p.parse_args(argv)
     val_lm = a.val_landmarks or ("mediapipe" if a.landmarks == "mediapipe" else "true")
     torch.set_num_threads(a.threads)
@@ -253,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         blind = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "field_image": False}), model.template)
         blind.load_state_dict(model.state_dict())
         model = blind
+    if a.chip_features and not model.cfg.chip_features:
+        model = with_chip_features(model)
     if a.landmark_input_scale and a.landmark_input_scale != model.cfg.landmark_input_scale:
         model = with_landmark_scale(model, a.landmark_input_scale)
     if a.prior_rank and not model.cfg.identity_prior_rank:
@@ -262,15 +285,20 @@ def main(argv: list[str] | None = None) -> int:
     trainable_names = [n for n, q in model.named_parameters()
                        if n.startswith(("keypoints.mlp", "keypoints.embed", "keypoints.guide", "vertices.rel",
                                         "vertices.l2", "vertices.l3", "vertices.vertex_embed",
-                                        "vertices.identity_proj"))]
+                                        "vertices.identity_proj", "keypoints.chip_proj", "vertices.chip_proj"))]
     params = dict(model.named_parameters())
     for q in model.parameters():
         q.requires_grad_(False)
-    new = [params[n] for n in trainable_names if n in NEW_LAYERS]
+    chip = [params[n] for n in trainable_names if n in CHIP_LAYERS]
+    new = [params[n] for n in trainable_names if n in NEW_LAYERS and n not in CHIP_LAYERS]
     old = [params[n] for n in trainable_names if n not in NEW_LAYERS]
-    for q in new + old:
+    for q in new + old + chip:
         q.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": old, "lr": a.lr}, {"params": new, "lr": a.lr_new}])
+    groups = [{"params": old, "lr": a.lr}, {"params": new, "lr": a.lr_new}]
+    if chip:  # its own group: 128 inputs of order 1 each (an older state without it keeps its two groups)
+        groups.append({"params": chip, "lr": a.lr_chip})
+    opt = torch.optim.Adam(groups)
+    new = new + chip  # clipped together
     gen = torch.Generator().manual_seed(7)
     it, minutes_done, best = 0, 0.0, None
     if state_path.is_file():
@@ -283,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     deltas = torch.from_numpy(model.template.expressions.astype(np.float32))
     load = lambda: CachedFaces(a.cache, a.val_shards, a.target, deltas)  # noqa: E731
     data = load()
+    if model.cfg.chip_features and data.chip_maps is None:  # checked before any iteration
+        log(f"{a.cache} has no chip maps (a version-1 cache): rebuild it with glvd-train cache")
+        return 2
     if data.faces <= data.n_val:
         log(f"the cache has {data.faces} faces: not more than the {data.n_val} held out")
         return 2
@@ -338,11 +369,11 @@ def main(argv: list[str] | None = None) -> int:
                 provenance["guided_stages"] = [*earlier, {
                     "from": a.init_from or "shipped", "commit": git_commit(), "target": a.target, "iterations": it,
                     "cache_faces": data.faces, "cache_shards": data.shards, "batch": a.batch, "unroll": a.unroll,
-                    "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new,
+                    "rise_weight": a.rise_weight, "lr": a.lr, "lr_new": a.lr_new, "lr_chip": a.lr_chip,
                     "true_camera_frac": a.true_camera_frac, "minutes": round(mins, 1),
                     "landmarks": a.landmarks, "landmark_noise_px": a.landmark_noise_px,
                     "mediapipe_frac": a.mediapipe_frac, "val_landmarks": val_lm,
-                    "field_image": model.cfg.field_image,
+                    "field_image": model.cfg.field_image, "chip_features": model.cfg.chip_features,
                     "landmark_input_scale": model.cfg.landmark_input_scale, "photometric": a.photometric,
                     "val_1v_mm": round(v1, 4), "val_3v_mm": round(v3, 4),
                     "val_start_1v_mm": round(best["start"][1], 4), "val_start_3v_mm": round(best["start"][3], 4),

@@ -138,18 +138,29 @@ class Reconstructor:
         """What the frozen networks say about these views (:class:`glvd.model.Guidance`, batch 1): the mean
         identity descriptor of the views where the detector found the mesh, and the 68 landmarks in crop
         pixels (NaN where none were found)."""
+        from .facenet import CHIP_MAP_CHANNELS, CHIP_MAP_SIZE
         from .identity import IdentityEncoder
         from .model import Guidance
 
         if self._identity is None:
             self._identity = IdentityEncoder(self.device)
-        found = [(img, v.landmarks_dense) for img, v in zip(images, views, strict=True)
-                 if v.landmarks_dense is not None]
+        found = [i for i, v in enumerate(views) if v.landmarks_dense is not None]
+        imgs, pts = [images[i] for i in found], [views[i].landmarks_dense for i in found]
+        identity = np.zeros(self.model.cfg.identity_dim, np.float32)
+        landmarks = [v.landmarks68_crop for v in views]
+        if not self.model.cfg.chip_features:
+            if found:
+                identity = self._identity.describe(imgs, pts).mean(0)
+            return Guidance.of_views(identity, landmarks).to(self.device)
+        # per view the chip maps and where crop pixels land on the chip (zeros where no mesh was found)
+        maps = np.zeros((len(views), CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE), np.float32)
+        affine = np.zeros((len(views), 2, 3), np.float32)
         if found:
-            identity = self._identity.describe([f[0] for f in found], [f[1] for f in found]).mean(0)
-        else:
-            identity = np.zeros(self.model.cfg.identity_dim, np.float32)
-        return Guidance.of_views(identity, [v.landmarks68_crop for v in views]).to(self.device)
+            desc, m, a = self._identity.describe_with_maps(imgs, pts)
+            identity = desc.mean(0)
+            for j, i in enumerate(found):
+                maps[i], affine[i] = m[j], views[i].affine_from_crop(a[j])
+        return Guidance.of_views(identity, landmarks, maps, affine).to(self.device)
 
     def _pipeline(self, views: int, steps: int):
         """The CUDA-graph pipeline for this shape, captured on first use; None on the CPU, when disabled, or

@@ -195,6 +195,18 @@ def extract_chip(image: np.ndarray, details: ChipDetails) -> np.ndarray:
     return _bilinear(img, x, y)
 
 
+def image_to_chip(points5: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
+    """The ``(2, 3)`` affine map from image pixels to the chip's pixels (both in glvd's convention: the chip
+    spans ``[0, size]``) for the chip :func:`face_chip` cuts on these five points: where an image point lands
+    on the chip, and so on the backbone's maps (:meth:`glvd.facenet.DlibFaceResNet.forward_with_maps`)."""
+    d = chip_details(points5, size, padding)
+    tl, tr, bl, _ = _corners(d.rect, d.angle)
+    A = np.stack([(tr - tl) / (size - 1), (bl - tl) / (size - 1)], 1)  # chip index (x, y) -> dlib image pixel
+    inv = np.linalg.inv(A)
+    # glvd image p -> dlib p - 0.5 -> chip index inv @ (p - 0.5 - tl) -> glvd chip index + 0.5
+    return np.concatenate([inv, (0.5 - inv @ (tl + 0.5))[:, None]], 1)
+
+
 def face_chip(
     image: np.ndarray, points5: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
 ) -> np.ndarray:

@@ -29,6 +29,12 @@ from torch import nn
 
 CHIP_SIZE = 150
 DESCRIPTOR_DIM = 128
+#: the block whose output the fields may read as pixel features (the last 128-channel one: 8 x 8 px on the
+#: chip); research/pixel_identity: sampled at the landmarks, it carries more identity than the descriptor on
+#: renders and stays consistent on real photos
+CHIP_MAP_BLOCK = 9
+CHIP_MAP_CHANNELS = 128
+CHIP_MAP_SIZE = 8  # 150 -> stem 72 -> pool 35 -> stage 2 17 -> stage 3 8 (dlib pads no strided layer)
 WEIGHTS_NAME = "dlib_face_resnet.pt"
 
 #: (filters, blocks, first block downsamples) per stage, input to output.
@@ -110,10 +116,19 @@ class DlibFaceResNet(nn.Module):
         return layer.stride, layer.padding
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_maps(chips)[0]
+
+    def forward_with_maps(self, chips: torch.Tensor, block: int = CHIP_MAP_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3, 150, 150)`` -> descriptors ``(B, 128)`` and block ``block``'s output maps ``(B, C, h, w)``
+        (default: ``(B, 128, 8, 8)``), from one pass."""
         x = (chips - self.mean_rgb[:, None, None]) / 256.0
         x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
-        x = self.blocks(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        maps = None
+        for i, b in enumerate(self.blocks):
+            x = b(x)
+            if i == block:
+                maps = x
+        return self.fc(x.mean(dim=(2, 3))), maps
 
 
 class FaceNetError(RuntimeError):
@@ -140,10 +155,19 @@ def load_facenet(path: str | Path | None = None, device: str | torch.device = "c
     return model.to(device)
 
 
+def _as_input(model: DlibFaceResNet, chips: torch.Tensor) -> torch.Tensor:
+    if chips.dtype == torch.uint8:
+        chips = chips.permute(0, 3, 1, 2).float()
+    return chips.to(model.mean_rgb.device)
+
+
 @torch.no_grad()
 def describe(model: DlibFaceResNet, chips: torch.Tensor) -> torch.Tensor:
     """``(B, 150, 150, 3)`` uint8 chips (or ``(B, 3, 150, 150)`` float 0-255) -> ``(B, 128)``."""
-    if chips.dtype == torch.uint8:
-        chips = chips.permute(0, 3, 1, 2).float()
-    dev = model.mean_rgb.device
-    return model(chips.to(dev))
+    return model(_as_input(model, chips))
+
+
+@torch.no_grad()
+def describe_with_maps(model: DlibFaceResNet, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`describe` and the chip maps ``(B, 128, 8, 8)`` (:data:`CHIP_MAP_BLOCK`) of the same pass."""
+    return model.forward_with_maps(_as_input(model, chips))

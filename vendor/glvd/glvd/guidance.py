@@ -27,11 +27,16 @@ class Guidance:
     """What the frozen real-face networks say about one batch of faces.
 
     identity ``(B, D)``: the mean of the views' identity descriptors (glvd.identity; zeros = unknown);
-    landmarks ``(B, V, 68, 2)``: the detector's 68 landmarks in crop pixels, NaN where it found none.
+    landmarks ``(B, V, 68, 2)``: the detector's 68 landmarks in crop pixels, NaN where it found none;
+    chip_maps ``(B, V, 128, 8, 8)``: the identity backbone's pixel features of each view's chip
+    (:data:`glvd.facenet.CHIP_MAP_BLOCK`; zeros where no face was found), and chip_affine ``(B, V, 2, 3)``: crop
+    pixels -> that chip's pixels; both None when the model reads no chip features.
     """
 
     identity: torch.Tensor
     landmarks: torch.Tensor
+    chip_maps: torch.Tensor | None = None
+    chip_affine: torch.Tensor | None = None
 
     @classmethod
     def none(cls, batch: int, views: int, device: torch.device, dim: int = DESCRIPTOR_DIM) -> Guidance:
@@ -39,13 +44,25 @@ class Guidance:
                                                                         device=device))
 
     @classmethod
-    def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None]) -> Guidance:
-        """One face (batch 1): its identity code ``(D,)`` and per view the ``(68, 2)`` crop-pixel landmarks,
-        or None where the detector found none (NaN)."""
-        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), landmark_stack(landmarks68)[None])
+    def of_views(cls, identity: torch.Tensor | np.ndarray, landmarks68: list[np.ndarray | None],
+                 chip_maps: np.ndarray | None = None, chip_affine: np.ndarray | None = None) -> Guidance:
+        """One face (batch 1): its identity code ``(D,)``, per view the ``(68, 2)`` crop-pixel landmarks or None
+        where the detector found none (NaN), and optionally per view the chip maps ``(V, 128, 8, 8)`` and
+        ``(V, 2, 3)`` crop-to-chip maps."""
+        maps = None if chip_maps is None else torch.as_tensor(np.asarray(chip_maps), dtype=torch.float32)[None]
+        aff = None if chip_affine is None else torch.as_tensor(np.asarray(chip_affine), dtype=torch.float32)[None]
+        return cls(torch.as_tensor(identity, dtype=torch.float32).reshape(1, -1), landmark_stack(landmarks68)[None],
+                   maps, aff)
 
     def to(self, device: torch.device) -> Guidance:
-        return Guidance(self.identity.to(device), self.landmarks.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Guidance(self.identity.to(device), self.landmarks.to(device), move(self.chip_maps),
+                        move(self.chip_affine))
+
+    def to_chip(self, uv: torch.Tensor) -> torch.Tensor:
+        """``uv (B, V, P, 2)`` crop pixels -> the same points in each view's chip pixels."""
+        A = self.chip_affine.to(uv.dtype)
+        return torch.einsum("bvij,bvpj->bvpi", A[..., :2], uv) + A[:, :, None, :, 2]
 
     def landmark_offsets(self, cams: Cameras, uv: torch.Tensor, depth: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:

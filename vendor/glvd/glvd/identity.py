@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .face_chip import face_chip, five_points_from_68, five_points_from_mediapipe, five_points_from_predictor
-from .facenet import DESCRIPTOR_DIM, describe, load_facenet
+from .face_chip import (face_chip, five_points_from_68, five_points_from_mediapipe, five_points_from_predictor,
+                        image_to_chip)
+from .facenet import (CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, DESCRIPTOR_DIM, describe, describe_with_maps,
+                      load_facenet)
 
 ALIGNMENTS = ("mediapipe", "dlib5")
 
@@ -66,3 +68,17 @@ class IdentityEncoder:
         if not images:
             return np.zeros((0, DESCRIPTOR_DIM), np.float32)
         return describe(self.net, torch.from_numpy(self.chips(images, points))).cpu().numpy()
+
+    def describe_with_maps(self, images: list[np.ndarray], points: list[np.ndarray]
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per view: the descriptor ``(V, 128)``, the backbone's chip maps ``(V, 128, 8, 8)`` float32 and the
+        ``(V, 2, 3)`` map from image pixels to chip pixels (:func:`glvd.face_chip.image_to_chip`), so that a
+        point of the image can read the maps where it lands on the chip."""
+        if not images:
+            maps = np.zeros((0, CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE), np.float32)
+            return np.zeros((0, DESCRIPTOR_DIM), np.float32), maps, np.zeros((0, 2, 3), np.float32)
+        five = [self.five_points(img, pts) for img, pts in zip(images, points, strict=True)]
+        chips = np.stack([face_chip(img, f) for img, f in zip(images, five, strict=True)])
+        desc, maps = describe_with_maps(self.net, torch.from_numpy(chips))
+        affine = np.stack([image_to_chip(f) for f in five]).astype(np.float32)
+        return desc.cpu().numpy(), maps.cpu().numpy(), affine

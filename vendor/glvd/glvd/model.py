@@ -24,7 +24,7 @@ from .cameras import Cameras
 from .encoder import FeatureMaps, ImageEncoder
 from .errors import Cancelled
 from .expression import ExpressionHead
-from .facenet import DESCRIPTOR_DIM
+from .facenet import CHIP_MAP_CHANNELS, CHIP_SIZE, DESCRIPTOR_DIM
 from .guidance import LANDMARK_FEATURES, Guidance
 from .pooled_sampling import pooled_samples
 from .sampling import sample_maps, sample_maps_channels_first
@@ -75,6 +75,10 @@ class ModelConfig:
     # render-trained encoder's features follow each photo's light and pose on real photos, not the person
     # (research/photo_consistency_sources); the camera head and its refiner still read the image
     field_image: bool = True
+    # both fields also read the identity backbone's pixel features (Guidance.chip_maps: dlib's ResNet trained on
+    # real faces, its stage-3 maps on each view's chip) where each point lands on the chip
+    # (research/pixel_identity: more identity than the descriptor on renders, consistent on real photos)
+    chip_features: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,6 +97,7 @@ class ModelConfig:
         d.setdefault("identity_prior_rank", 0)
         d.setdefault("expression_head", False)
         d.setdefault("field_image", True)
+        d.setdefault("chip_features", False)
         return cls(**d)
 
 
@@ -124,6 +129,23 @@ def view_weights(points: torch.Tensor, normals: torch.Tensor | None, cams: Camer
     return torch.softmax(logits, dim=1)
 
 
+def chip_projection(channels: int) -> nn.Conv2d:
+    """The first layer's part for the chip maps (:attr:`ModelConfig.chip_features`), folded into the maps as the
+    image projections are; zero-initialised (see KeypointModule.guide)."""
+    proj = nn.Conv2d(CHIP_MAP_CHANNELS, channels, 1, bias=False)
+    nn.init.zeros_(proj.weight)
+    return proj
+
+
+def project_chip_maps(proj: nn.Conv2d | None, guidance: Guidance | None) -> torch.Tensor | None:
+    """``(B*V, C, 8, 8)`` channels-last projected chip maps, or None (no projection, or no maps given: then the
+    model runs as if it had none, e.g. a view where no face was found has zero maps)."""
+    if proj is None or guidance is None or guidance.chip_maps is None:
+        return None
+    maps = guidance.chip_maps.flatten(0, 1).to(proj.weight.dtype)
+    return proj(maps).contiguous(memory_format=torch.channels_last)
+
+
 class KeypointModule(nn.Module):
     """Refines K keypoints: per-view prediction in camera frame, rotated to the head, pooled."""
 
@@ -148,14 +170,16 @@ class KeypointModule(nn.Module):
         self.guide = nn.Linear(guide_in, cfg.kp_hidden, bias=False) if guide_in else None
         if self.guide is not None:
             nn.init.zeros_(self.guide.weight)
+        self.chip_proj = chip_projection(cfg.kp_hidden) if cfg.chip_features else None
 
     def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         maps = [p(m) for p, m in zip(self.proj, feats.maps, strict=False)]
         fused = fuse_maps(maps, combine="cat").contiguous(memory_format=torch.channels_last)  # see VertexModule
         out = {"map": fused, "global": self.global_proj(feats.global_)}
-        if self.guide is not None:
+        if self.guide is not None or self.chip_proj is not None:
             out["guidance"] = guidance if guidance is not None else Guidance.none(
                 feats.batch, feats.views, feats.global_.device, self.identity_dim or DESCRIPTOR_DIM)
+        out["chip"] = project_chip_maps(self.chip_proj, out.get("guidance"))
         return out
 
     def guidance_features(self, g: Guidance, cams: Cameras, uv: torch.Tensor, depth: torch.Tensor,
@@ -186,10 +210,14 @@ class KeypointModule(nn.Module):
         g = prep["global"].reshape(B, V, 1, -1).expand(B, V, Kn, -1)
         emb = self.embed[None, None].expand(B, V, Kn, -1)
         h = torch.cat([sampled, emb, g, off, z], -1)
-        if self.guide is None:
+        if self.guide is None and prep.get("chip") is None:
             out = self.mlp(h)
         else:
-            pre = self.mlp[0](h) + self.guide(self.guidance_features(prep["guidance"], cams, uv, depth, Kn))
+            pre = self.mlp[0](h)
+            if self.guide is not None:
+                pre = pre + self.guide(self.guidance_features(prep["guidance"], cams, uv, depth, Kn))
+            if prep.get("chip") is not None:
+                pre = pre + sample_maps(prep["chip"], prep["guidance"].to_chip(uv), CHIP_SIZE)
             out = self.mlp[1:](pre)
         d_cam = out * OUT_SCALE  # (B,V,K,3) in each camera's frame
         d_head = torch.einsum("bvji,bvkj->bvki", cams.R, d_cam)
@@ -227,6 +255,7 @@ class VertexModule(nn.Module):
         self.identity_proj = nn.Linear(cfg.identity_dim, H, bias=False) if cfg.identity_dim else None
         if self.identity_proj is not None:
             nn.init.zeros_(self.identity_proj.weight)
+        self.chip_proj = chip_projection(H) if cfg.chip_features else None
 
     def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         # channels-last: a point's channels lie together (grid_sample ~10% faster, the pooled bag reads rows)
@@ -236,7 +265,9 @@ class VertexModule(nn.Module):
             g = guidance if guidance is not None else Guidance.none(feats.batch, feats.views, glob.device,
                                                                     self.identity_proj.in_features)
             glob = (glob.reshape(feats.batch, feats.views, -1) + self.identity_proj(g.identity)[:, None]).flatten(0, 1)
-        return {"map": fused.contiguous(memory_format=torch.channels_last), "global": glob}
+        chip = project_chip_maps(self.chip_proj, guidance)
+        return {"map": fused.contiguous(memory_format=torch.channels_last), "global": glob, "chip": chip,
+                "guidance": guidance if chip is not None else None}
 
     def forward(self, prep: dict, feats: FeatureMaps, cams: Cameras, x: torch.Tensor, kp: torch.Tensor,
                 normals: torch.Tensor, idx: torch.Tensor | None = None,
@@ -262,12 +293,18 @@ class VertexModule(nn.Module):
         w = None if w is None else w[..., 0]  # (B,V,P)
         glob = prep["global"].reshape(B, V, -1)  # (B,V,H)
         # pre = the first layer's image part: pooled pixel-aligned features + global feature, (B,P,H)
+        chip = prep.get("chip")
+        uv_chip = None if chip is None else prep["guidance"].to_chip(uv)
         if not torch.is_grad_enabled() and x.device.type == "cpu":
             # inference: every view's samples and their weighted sum in one call (several times faster)
             pre = pooled_samples(prep["map"], uv, feats.size, w)
             pre += glob[:, 0, None, :] if w is None else torch.bmm(w.transpose(1, 2), glob)
+            if chip is not None:
+                pre += pooled_samples(chip, uv_chip, CHIP_SIZE, w)
         else:  # grid_sample: its gradients reach the sampling positions
             feat = sample_maps_channels_first(prep["map"], uv, feats.size)  # (B,V,H,P)
+            if chip is not None:
+                feat = feat + sample_maps_channels_first(chip, uv_chip, CHIP_SIZE)
             if w is None:
                 pre = feat[:, 0] + glob[:, 0, :, None]
             else:
@@ -381,7 +418,7 @@ class GLVD(nn.Module):
     @property
     def needs_guidance(self) -> bool:
         """Whether the model reads the identity code or the landmarks (then pass them to :meth:`prepare`)."""
-        return bool(self.cfg.identity_dim or self.cfg.landmark_guidance)
+        return bool(self.cfg.identity_dim or self.cfg.landmark_guidance or self.cfg.chip_features)
 
     def prepare(self, feats: FeatureMaps, guidance: Guidance | None = None) -> dict:
         """Per-call projections of the feature maps (and the guidance), shared by all steps; with an

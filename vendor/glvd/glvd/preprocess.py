@@ -326,6 +326,15 @@ class PreparedView:
         p = np.asarray(points, dtype=np.float64)
         return np.stack([(p[..., 0] - (cx - side / 2)) * s, (p[..., 1] - (cy - side / 2)) * s], -1)
 
+    def affine_from_crop(self, affine: np.ndarray) -> np.ndarray:
+        """A ``(2, 3)`` map from image pixels (e.g. :func:`glvd.face_chip.image_to_chip`) composed after the map
+        from crop pixels to image pixels: the same map, taking crop pixels."""
+        cx, cy, side = self.box
+        a = np.asarray(affine, np.float64)
+        lin = a[:, :2] * (side / self.size)  # crop pixel -> image pixel: p * side / size + corner
+        return np.concatenate([lin, (a[:, :2] @ np.array([cx - side / 2, cy - side / 2]) + a[:, 2])[:, None]],
+                              1).astype(np.float32)
+
     @property
     def landmarks68_crop(self) -> np.ndarray | None:
         return None if self.landmarks68 is None else self.to_crop(self.landmarks68).astype(np.float32)

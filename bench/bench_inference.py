@@ -64,8 +64,10 @@ def main() -> None:
             imgs = torch.rand(1, views, 3, S, S, device=dev)
             K = K_crop.expand(1, views, 3, 3)
 
-            def full(imgs=imgs, K=K):  # what the runtime runs without a detector's landmarks
-                eager_reconstruction(model, imgs, K, a.steps)
+            g = synthetic_guidance(model, 1, views, S, dev)
+
+            def full(imgs=imgs, K=K, g=g):  # what the runtime runs on the frozen networks' outputs
+                eager_reconstruction(model, imgs, K, a.steps, g)
 
             for _ in range(3):
                 full()
@@ -73,7 +75,7 @@ def main() -> None:
             enc = _median_ms(lambda imgs=imgs: model.encode(imgs), a.runs, sync)
             f = model.encode(imgs)
             cams = model.estimate_cameras(f, K)
-            prep = model.prepare(f)
+            prep = model.prepare(f, g)
             x, kp = model.initial_state(1)
             normals = torch.nn.functional.normalize(torch.randn_like(x), dim=-1)
             kp_t = model.template_vertices[model.keypoint_ids][None]
@@ -92,8 +94,10 @@ def main() -> None:
         imgs = torch.rand(B, 1, 3, S, S, device=dev)
         K = K_crop.expand(B, 1, 3, 3)
 
+        gb = synthetic_guidance(model, B, 1, S, dev)
+
         def batch():
-            eager_reconstruction(model, imgs, K, a.steps)
+            eager_reconstruction(model, imgs, K, a.steps, gb)
 
         batch()
         b_ms = _median_ms(batch, max(5, a.runs // 4), sync)
@@ -140,6 +144,23 @@ def main() -> None:
             print(f"CUDA graph, {faces} face(s) x {views} view(s): {ms:.1f} ms ({ms / ref_ms:.0f} x_ref, "
                   f"{faces / ms * 1000:.1f} faces/s)")
     print(f"peak RSS: {peak_mb:.0f} MB")
+
+
+def synthetic_guidance(model, faces: int, views: int, S: int, dev: torch.device):
+    """What a guided model reads (random values of the right shapes: the cost does not depend on them): the
+    identity code, 68 landmarks per view inside the crop and, for a chip-features model, the chip maps with a
+    crop-to-chip affine of a face crop's scale; None for a model that reads none."""
+    if not model.needs_guidance:
+        return None
+    from glvd.facenet import CHIP_MAP_CHANNELS, CHIP_MAP_SIZE
+    from glvd.guidance import Guidance
+
+    lm = torch.rand(faces, views, 68, 2, device=dev) * S * 0.6 + S * 0.2
+    maps = affine = None
+    if model.cfg.chip_features:
+        maps = torch.rand(faces, views, CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE, device=dev)
+        affine = torch.tensor([[1.6, 0.0, -27.0], [0.0, 1.6, -40.0]], device=dev).expand(faces, views, 2, 3)
+    return Guidance(torch.randn(faces, model.cfg.identity_dim or 128, device=dev), lm, maps, affine)
 
 
 def identity_rows(dev: torch.device, runs: int, sync) -> tuple[float, float, float, float]:

@@ -155,13 +155,14 @@ class GraphedPipeline:
         return xs, kps, self.refine_cameras(cams, xs[:, -1])
 
 
-def eager_reconstruction(model: GLVD, images: torch.Tensor, K: torch.Tensor,
-                         steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
+def eager_reconstruction(model: GLVD, images: torch.Tensor, K: torch.Tensor, steps: int | None = None,
+                         guidance=None) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
     """What the runtime does for photos without a detector's landmarks, eagerly (any device): encode,
-    estimate and refine the cameras, descend, refine once more on the result."""
+    estimate and refine the cameras, descend, refine once more on the result (``guidance``: what a guided
+    model reads, :class:`glvd.guidance.Guidance`)."""
     with torch.no_grad():
         feats = model.encode(images)
-        prep = model.prepare(feats)
+        prep = model.prepare(feats, guidance)
         cams = model.estimate_cameras(feats, K, prep)
         xs, kps = model.descend(feats, cams, steps, prep=prep)
         return xs, kps, model.refine_cameras(prep, feats, cams, xs[:, -1], rounds=POST_DESCENT_ROUNDS)

@@ -15,16 +15,25 @@ pixel (its nearest initial-shape point) and its ``deltas`` (offset from it).
 What the file keeps: the pixel indices (uint16), the thresholds as the integer below
 them (int8: the features are differences of integer grey values, so ``a - b > t`` iff
 ``a - b > floor(t)``: exact), the anchors (uint8), the deltas (float32), and the leaf
-values, 15 x 500 x 16 x 10 floats (4.8 MB as float32), transform-coded: per level the
-leaf 10-vectors are rotated onto their principal axes (``leaf_basis``, float32), the
-coefficients quantised with one uniform step per level (``leaf_step``) into int8/int16
-codes, and the whole file deflated (``np.savez_compressed``), so that the many small
-coefficients cost few bits. ``--check`` measures what that does to the predicted points
-against the float32 leaves and against dlib (``--fit-rect`` fits the MediaPipe-mesh ->
-dlib-rectangle constants of ``glvd.shape_predictor.RECT_FROM_MESH`` on the real photos and
-rescaled, cropped, mirrored copies of them).
+values, 15 x 500 x 16 x 10 floats (4.8 MB as float32), as exact-sum leaves (``--leaves
+exact-sum``, the default): coordinate ``k`` of each leaf rounded to odd on the grid a
+quarter of float32's spacing in the binade of the mean shape's ``k`` (less ``--margin``
+binades), which makes every float32 addition onto the running shape dlib's while the shape
+stays there (dlib's predictor is chaotic at the 0.001 px level: lossy leaves flip feature
+pixels, then branches); stored as integers minus an integer linear prediction from the
+leaf's earlier coordinates, in zigzag byte planes, each zip member compressed by whichever
+of stored/deflate/bzip2/LZMA is smallest. ``--leaves pca --step F`` writes the older
+transform-coded, lossy leaves (per level the leaf 10-vectors on their principal axes,
+one uniform step per level, int codes). The size/precision table of both, against dlib's
+descriptor on the real photos: research/predictor_precision (margin 0: 2,757,899 bytes,
+every one of the 27 photos gets dlib's five points and descriptor to 0.0011; pca at the
+older step 0.05: median 0.037, max 0.119). ``--check`` measures what the file does to the
+predicted points against the float32 leaves and against dlib (``--fit-rect`` fits the
+MediaPipe-mesh -> dlib-rectangle constants of ``glvd.shape_predictor.RECT_FROM_MESH`` on
+the real photos and rescaled, cropped, mirrored copies of them).
 
-Usage:  .venv/bin/python tools/convert_dlib_shape_predictor.py [--dat PATH] [--out PATH] [--step-px F]
+Usage:  .venv/bin/python tools/convert_dlib_shape_predictor.py [--dat PATH] [--out PATH]
+            [--leaves exact-sum|pca|float32] [--margin 0] [--step 0.05] [--check]
 """
 
 from __future__ import annotations
@@ -93,12 +102,60 @@ def encode_leaves(leaves: np.ndarray, step_scale: float) -> dict[str, np.ndarray
         steps[level] = step_scale * np.sqrt((x**2).mean())
         codes.append(np.round((x @ vt.T) / steps[level]).reshape(leaves.shape[1:]))
     codes = np.array(codes)
-    dtype = np.int8 if np.abs(codes).max() <= 127 else np.int16
+    big = np.abs(codes).max()
+    dtype = np.int8 if big <= 127 else np.int16 if big <= 32767 else np.int32
     return {"leaf_codes": codes.astype(dtype), "leaf_step": steps.astype(np.float32),
             "leaf_basis": basis.astype(np.float32)}
 
 
-def runtime_arrays(pred: dict[str, np.ndarray], step_scale: float) -> dict[str, np.ndarray]:
+def round_to_odd(v: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``v / h`` rounded to odd: exact where it is an integer, else the odd one of its two neighbours
+    (``h`` powers of two, broadcast). Added to any float32 whose grid spacing is ``>= 4 h``, a value rounded
+    so rounds as the exact one would (Boldo & Melquiond's round-to-odd: two extra bits suffice)."""
+    q = v / h
+    t = np.trunc(q)
+    return np.where((t != q) & (np.abs(t) % 2 == 0), t + np.sign(q), t).astype(np.int64)
+
+
+def zigzag_planes(x: np.ndarray) -> list[np.ndarray]:
+    """Signed integers -> little-endian uint8 byte planes of their zigzag codes (as few as they need)."""
+    z = (x.astype(np.int64) << 1) ^ (x.astype(np.int64) >> 63)
+    n = max(1, (int(z.max()).bit_length() + 7) // 8)
+    return [((z >> (8 * i)) & 255).astype(np.uint8) for i in range(n)]
+
+
+def encode_exact_sum_leaves(leaves: np.ndarray, initial_shape: np.ndarray, margin: int) -> dict[str, np.ndarray]:
+    """Leaves that give dlib's float32 sums: coordinate ``k`` rounded to odd on the grid ``2**leaf_exp[k]``, a
+    quarter of float32's spacing in the binade ``margin`` below the one of the mean shape's ``k`` (so exact
+    while that coordinate of the running shape stays above it), stored as integers ``n = 2 m + parity``: the
+    parities as a bit mask of the even ones, the ``m`` minus an integer linear prediction from the leaf's
+    coordinates before (per level, least squares, ``LEAF_PRED_BITS`` fraction bits), zigzag byte planes,
+    coordinate-major."""
+    from glvd.shape_predictor import LEAF_PRED_BITS, predict_next
+
+    L, T, K, D = leaves.shape
+    exp = (np.floor(np.log2(np.abs(initial_shape))).astype(np.int64) - margin - 23 - 2)
+    n = round_to_odd(leaves, np.ldexp(1.0, exp))
+    if not np.array_equal((n * np.ldexp(1.0, exp)).astype(np.float32).astype(np.float64), n * np.ldexp(1.0, exp)):
+        raise ValueError("leaves rounded to odd do not fit float32")
+    m, odd = n >> 1, n & 1
+    coef = np.zeros((L, D, D), np.int64)
+    res = np.zeros_like(m)
+    for level in range(L):
+        M = m[level].reshape(-1, D)
+        res[level, ..., 0] = m[level, ..., 0]
+        for k in range(1, D):
+            a, *_ = np.linalg.lstsq(M[:, :k].astype(np.float64), M[:, k].astype(np.float64), rcond=None)
+            coef[level, k, :k] = np.round(a * 2**LEAF_PRED_BITS)
+            res[level, ..., k] = m[level, ..., k] - predict_next(m[level, ..., :k], coef[level, k, :k])
+    planes = zigzag_planes(np.ascontiguousarray(np.moveaxis(res, -1, 0)))
+    return {"leaf_exp": exp.astype(np.int8), "leaf_pred": coef.astype(np.int32),
+            "leaf_even": np.packbits((1 - odd).astype(np.uint8).ravel()),
+            "leaf_res_planes": np.array(len(planes), np.uint8), **{f"leaf_res_b{i}": p for i, p in enumerate(planes)}}
+
+
+def branch_arrays(pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Everything but the leaves, exact: the mean shape, the feature pixels, the splits."""
     if pred["split_idx"].max() >= 2**16 or pred["anchor"].max() >= 256:
         raise ValueError("indices do not fit uint16 / uint8")
     thresh = np.floor(pred["thresh"])
@@ -110,17 +167,50 @@ def runtime_arrays(pred: dict[str, np.ndarray], step_scale: float) -> dict[str, 
         "deltas": pred["deltas"].astype(np.float32),
         "split_idx": pred["split_idx"].astype(np.uint16),
         "split_thresh": thresh.astype(np.int8),
-        **encode_leaves(pred["leaves"], step_scale),
     }
 
 
+def runtime_arrays(pred: dict[str, np.ndarray], step_scale: float) -> dict[str, np.ndarray]:
+    """The transform-coded leaves (``--step``; lossy)."""
+    return {**branch_arrays(pred), **encode_leaves(pred["leaves"], step_scale)}
+
+
+def exact_sum_arrays(pred: dict[str, np.ndarray], margin: int = 1) -> dict[str, np.ndarray]:
+    """The exact-sum leaves (``--margin``; the shipped file)."""
+    return {**branch_arrays(pred), **encode_exact_sum_leaves(pred["leaves"], pred["initial_shape"], margin)}
+
+
 def exact_arrays(pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The runtime's arrays with dlib's float32 leaves unquantised (``--lossless``; the tests)."""
-    arrays = runtime_arrays(pred, 1.0)
+    """The runtime's arrays with dlib's float32 leaves unquantised (``--leaves float32``; the tests)."""
     L, _, _, D = pred["leaves"].shape
-    arrays.update(leaf_codes=pred["leaves"].astype(np.float32), leaf_step=np.ones(L, np.float32),
-                  leaf_basis=np.tile(np.eye(D, dtype=np.float32), (L, 1, 1)))
-    return arrays
+    return {**branch_arrays(pred), "leaf_codes": pred["leaves"].astype(np.float32), "leaf_step": np.ones(L, np.float32),
+            "leaf_basis": np.tile(np.eye(D, dtype=np.float32), (L, 1, 1))}
+
+
+def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` (``np.load`` reads it) whose members are each compressed by whichever of zip's methods
+    makes it smallest: stored, deflate, bzip2 or LZMA (Python's zipfile; the leaves' low byte plane is
+    incompressible, LZMA codes the rest about 5 % below deflate)."""
+    import io
+    import zipfile
+
+    methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
+            data = buf.getvalue()
+            sizes = {}
+            for m in methods:
+                probe = io.BytesIO()
+                level = 9 if m != zipfile.ZIP_LZMA else None
+                with zipfile.ZipFile(probe, "w", compression=m, compresslevel=level) as z:
+                    z.writestr(name + ".npy", data)
+                sizes[m] = len(probe.getvalue())
+            best = min(methods, key=lambda m: sizes[m])
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = best
+            zf.writestr(info, data, compress_type=best, compresslevel=9 if best not in (zipfile.ZIP_LZMA,) else None)
 
 
 def reference_photos(augment: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -200,7 +290,7 @@ def fit_rect(rows: list[dict]) -> dict[str, float]:
 
 
 def check(pred: dict[str, np.ndarray], arrays: dict[str, np.ndarray], rows: list[dict]) -> None:
-    """The compressed predictor against the exact one and dlib, on dlib's rectangles."""
+    """The written predictor against the float32 one and dlib, on dlib's rectangles."""
     from glvd.shape_predictor import ShapePredictor
 
     exact, packed = ShapePredictor(arrays=exact_arrays(pred)), ShapePredictor(arrays=arrays)
@@ -221,15 +311,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dat", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=default_weights_path())
-    ap.add_argument("--step", type=float, default=0.05, help="quantisation step, x each level's leaf RMS")
-    ap.add_argument("--lossless", action="store_true", help="keep dlib's float32 leaves (about 4 MB)")
+    ap.add_argument("--leaves", choices=("exact-sum", "pca", "float32"), default="exact-sum",
+                    help="exact-sum: dlib's float32 sums (shipped); pca: transform-coded, lossy; float32: dlib's")
+    ap.add_argument("--margin", type=int, default=0, help="exact-sum: binades below the mean shape's kept exact")
+    ap.add_argument("--step", type=float, default=0.05, help="pca: quantisation step, x each level's leaf RMS")
     ap.add_argument("--check", action="store_true", help="measure the file against dlib on the real photos")
     ap.add_argument("--fit-rect", action="store_true", help="fit RECT_FROM_MESH with dlib on the real photos")
     ap.add_argument("--augment", type=int, default=5, help="--fit-rect: rounds of rescaled/cropped/mirrored copies")
     args = ap.parse_args()
     dat = args.dat or model_path(DAT_NAME)
     pred = read_predictor(dat.read_bytes())
-    arrays = exact_arrays(pred) if args.lossless else runtime_arrays(pred, args.step)
+    arrays = {"exact-sum": lambda: exact_sum_arrays(pred, args.margin), "pca": lambda: runtime_arrays(pred, args.step),
+              "float32": lambda: exact_arrays(pred)}[args.leaves]()
     if args.check or args.fit_rect:
         rows = dlib_references(reference_photos(args.augment if args.fit_rect else 0))
         if args.fit_rect:
@@ -237,10 +330,10 @@ def main() -> None:
         if args.check:
             check(pred, arrays, [r for r in rows if "_aug" not in r["name"]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **arrays)
+    save_npz(args.out, arrays)
     L, T, S = pred["thresh"].shape
     print(f"{dat.name}: {L} levels x {T} trees x {S} splits, {pred['anchor'].shape[1]} pixels per level "
-          f"-> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, leaf codes {arrays['leaf_codes'].dtype})")
+          f"-> {args.out} ({args.out.stat().st_size:,} bytes, {args.leaves} leaves)")
 
 
 if __name__ == "__main__":

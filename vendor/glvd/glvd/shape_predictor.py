@@ -21,7 +21,9 @@ threshold at each node and add their leaf's 10-vector to the shape.
 The weights (``weights/dlib_shape_predictor_5.npz``, written by
 ``tools/convert_dlib_shape_predictor.py``) keep everything that decides a branch
 exactly (pixel indices, the thresholds as the integer below them: pixel values are
-integers) and the leaf values quantised (see the tool; the points move by < 0.05 px).
+integers) and the leaf values rounded to odd on a grid a quarter of float32's spacing
+at the mean shape's coordinates, so that their float32 sums are dlib's (see the tool;
+older files with transform-coded, lossy leaves still load).
 
 Rectangles are dlib's ``rectangle`` (``left, top, right, bottom``, inclusive,
 integer pixel centres); points come back in glvd's convention (centres at +0.5),
@@ -64,6 +66,46 @@ def decode_leaves(codes: np.ndarray, step: np.ndarray, basis: np.ndarray) -> np.
     """Stored leaf codes -> float32 leaf vectors ``(L, T, 16, 10)``: per level ``codes * step @ basis``."""
     coeffs = codes.astype(np.float32) * step[:, None, None, None].astype(np.float32)
     return np.einsum("ltkc,lcd->ltkd", coeffs, basis.astype(np.float32)).astype(np.float32)
+
+
+#: fixed-point fraction bits of the exact-sum leaves' linear predictor (integer arithmetic: the same on any machine)
+LEAF_PRED_BITS = 16
+
+
+def zigzag_planes_decode(planes: list[np.ndarray]) -> np.ndarray:
+    """Little-endian uint8 byte planes of zigzag-coded integers -> the signed int64 integers."""
+    z = np.zeros(planes[0].shape, np.int64)
+    for i, plane in enumerate(planes):
+        z |= plane.astype(np.int64) << (8 * i)
+    return (z >> 1) ^ -(z & 1)
+
+
+def predict_next(prev: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """The exact-sum leaves' prediction of one coordinate's integer from the ones before it, in integers:
+    ``round(sum_j prev[..., j] * coef[j] / 2**LEAF_PRED_BITS)`` (halves up), ``prev (..., k)``, ``coef (k,)``."""
+    acc = np.zeros(prev.shape[:-1], np.int64)
+    for j in range(prev.shape[-1]):
+        acc += prev[..., j] * np.int64(coef[j])
+    return (acc + (1 << (LEAF_PRED_BITS - 1))) >> LEAF_PRED_BITS
+
+
+def decode_exact_sum_leaves(w) -> np.ndarray:
+    """The ``leaf_res_*`` arrays (see ``tools/convert_dlib_shape_predictor.py``) -> float32 leaves ``(L, T, 16, D)``:
+    per level and coordinate ``k`` the integer ``m_k = residual + predict_next(m_<k)``, the leaf
+    ``(2 m_k + parity) * 2**leaf_exp[k]`` (exact in float32: dlib's leaf rounded to odd on that grid)."""
+    planes = [w[f"leaf_res_b{i}"] for i in range(int(w["leaf_res_planes"]))]
+    res = np.moveaxis(zigzag_planes_decode(planes), 0, -1)  # stored coordinate-major (D, L, T, K)
+    coef = w["leaf_pred"].astype(np.int64)  # (L, D, D), strictly lower triangular
+    odd = 1 - np.unpackbits(w["leaf_even"], count=res.size).reshape(res.shape).astype(np.int64)
+    m = np.zeros_like(res)
+    for level in range(res.shape[0]):
+        for k in range(res.shape[-1]):
+            m[level, ..., k] = res[level, ..., k] + predict_next(m[level, ..., :k], coef[level, k, :k])
+    scale = np.ldexp(1.0, w["leaf_exp"].astype(np.int64))  # (D,)
+    leaves = ((2 * m + odd) * scale).astype(np.float32)
+    if not np.array_equal(leaves.astype(np.float64), (2 * m + odd) * scale):
+        raise ValueError("exact-sum leaves do not fit float32")
+    return leaves
 
 
 def similarity_2x2(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -183,7 +225,7 @@ class ShapePredictor:
             try:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, RuntimeError, NotImplementedError) as exc:  # RuntimeError: no lzma/bz2
                 raise ShapePredictorError(f"cannot read shape predictor weights {path}: {exc}") from exc
         try:
             w = arrays
@@ -192,7 +234,10 @@ class ShapePredictor:
             self.deltas = w["deltas"].astype(np.float32)  # (L, P, 2) offsets from it (unit square)
             self.split_idx = w["split_idx"].astype(np.int64)  # (L, T, 15, 2) pixel pairs
             self.split_thresh = w["split_thresh"].astype(np.int64)  # (L, T, 15) floor of dlib's threshold
-            self.leaves = decode_leaves(w["leaf_codes"], w["leaf_step"], w["leaf_basis"])  # (L, T, 16, 10)
+            if "leaf_res_b0" in w:  # exact-sum leaves (the shipped file)
+                self.leaves = decode_exact_sum_leaves(w)  # (L, T, 16, 10)
+            else:  # transform-coded (older files) or float32 (the tests' exact arrays)
+                self.leaves = decode_leaves(w["leaf_codes"], w["leaf_step"], w["leaf_basis"])
         except (KeyError, ValueError) as exc:
             raise ShapePredictorError(f"malformed shape predictor weights {path or '(arrays)'}: {exc}") from exc
         levels, trees, splits = self.split_thresh.shape
@@ -254,7 +299,7 @@ _DEFAULT: ShapePredictor | None = None
 
 
 def default_predictor() -> ShapePredictor:
-    """The shipped predictor, loaded on first use (about 0.1 s) and kept."""
+    """The shipped predictor, loaded on first use (about 0.4 s: LZMA and the leaves' integer decoding) and kept."""
     global _DEFAULT
     if _DEFAULT is None:
         _DEFAULT = ShapePredictor()

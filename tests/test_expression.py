@@ -194,3 +194,77 @@ def test_the_shipped_model_reads_the_astronauts_smile_and_lands_on_a_neutral_mou
     np.testing.assert_allclose(read_obj_vertices(out), res.posed(), atol=1e-5)
     grace = rec.reconstruct(photos["grace_hopper"]).weights_by_name()
     assert max(grace["mouthSmile_L"], grace["mouthSmile_R"], grace["jawOpen"]) < 0.3
+
+
+def test_sparse_loss_lets_off_weights_sit_below_zero_and_fits_the_on_ones():
+    from glvd_train.expression_training import sparse_loss
+
+    truth = torch.tensor([[0.0, 0.0, 0.5, 1.0]])
+    # off weights below 0 and the full weight above 1 are what the clamp shows as the truth: no cost
+    assert float(sparse_loss(torch.tensor([[-0.7, -0.1, 0.5, 1.4]]), truth)) == 0.0
+    # an off weight above 0 (a false positive) costs its square; an on weight its plain error, either side
+    assert float(sparse_loss(torch.tensor([[0.2, -1.0, 0.5, 1.0]]), truth)) == pytest.approx(0.04 / 4)
+    assert float(sparse_loss(torch.tensor([[0.0, 0.0, 0.2, 1.0]]), truth)) == pytest.approx(0.09 / 4)
+    raw = torch.tensor([[-0.3, 0.3, 0.1, 0.8]], requires_grad=True)
+    sparse_loss(raw, truth).backward()
+    assert raw.grad[0, 0] == 0 and raw.grad[0, 1] > 0 and raw.grad[0, 2] < 0 and raw.grad[0, 3] < 0
+
+
+def _fake_cache(root, shards: int, faces: int = 2, views: int = 3):
+    """A feature cache's expression arrays only (what cache_views reads), face f of shard i expressing i + f/10."""
+    root.mkdir()
+    (root / "cache.json").write_text(json.dumps({"faces_per_shard": faces, "views": views}))
+    rng = np.random.default_rng(0)
+    for i in range(shards):
+        found = np.ones((faces, views), bool)
+        found[0, 1] = False
+        np.savez(root / f"shard_{i:05d}.npz", mesh_found=found,
+                 mesh2d=rng.uniform(10, 100, (faces, views, 468, 2)).astype(np.float32),
+                 landmarks2d=rng.uniform(10, 100, (faces, views, 68, 2)).astype(np.float32),
+                 R=np.broadcast_to(np.eye(3, dtype=np.float32), (faces, views, 3, 3)).copy(),
+                 expression=(i + np.arange(faces)[:, None] / 10 + np.zeros((faces, 53))).astype(np.float32))
+    return root
+
+
+def test_cache_views_reads_the_found_views_of_the_asked_shards(tmp_path):
+    from glvd.landmarks_map import mediapipe_to_68
+    from glvd_train.expression_training import cache_render_set, cache_views
+
+    root = _fake_cache(tmp_path / "cache", 3)
+    v = cache_views(root, range(1, 1_000_000))  # shards 1 and 2: 2 x (6 views - 1 not found)
+    assert v["mediapipe"].shape == (10, 68, 2) and v["truth"].shape == (10, 68, 2) and v["R"].shape == (10, 3, 3)
+    assert v["face"].tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert sorted(set(v["expression"][:, 0].tolist())) == pytest.approx([1.0, 1.1, 2.0, 2.1])
+    with np.load(root / "shard_00001.npz") as d:
+        np.testing.assert_allclose(v["mediapipe"][0].numpy(), mediapipe_to_68(d["mesh2d"][0, 0]), atol=1e-6)
+        np.testing.assert_allclose(v["truth"][1].numpy(), d["landmarks2d"][0, 2])
+    lm, R, E = cache_render_set(root, 1)  # the held-out views: shard 0 only
+    assert lm.shape == (5, 68, 2) and float(E.max()) < 1.0
+    with pytest.raises(FileNotFoundError):
+        cache_views(root, range(3, 5))
+
+
+def test_mixed_batches_take_their_share_from_the_cache_and_training_never_reads_held_out_shards(
+        tiny_template, tmp_path):
+    from glvd_train.expression_training import cache_views, main, mixed_batch, train_head
+    from glvd_train.synth import SynthConfig, SyntheticFaces
+
+    kit, _ = tiny_template
+    root = _fake_cache(tmp_path / "cache", 3)
+    views = cache_views(root, range(1, 3))
+    gen = SyntheticFaces(kit, SynthConfig(image_size=128), seed=0)
+    g = torch.Generator().manual_seed(0)
+    lm, R, E = mixed_batch(gen, views, g, 8, 2.0, 0.0, 0.5)
+    assert lm.shape == (8, 68, 2) and R.shape == (8, 3, 3) and E.shape == (8, 53)
+    assert (E[4:, 0] >= 1.0).all() and (E[:4] <= 1.0).all()  # the cache's half (expression >= 1 here) comes last
+    assert torch.allclose(R[4:], torch.eye(3).expand(4, 3, 3))  # no rotation error asked: the cache's true R
+    head = ExpressionHead(53)
+    before = [p.detach().clone() for p in head.parameters()]
+    assert train_head(head, gen, views, iterations=3, batch=8, cache_fraction=0.5, loss="sparse") == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
+    with pytest.raises(ValueError, match="loss"):
+        train_head(head, gen, None, iterations=1, loss="l1")
+    # the held-out shards (0 .. --val-shards - 1) are refused before anything is read
+    assert main(["--cache", str(root), "--val-shards", "2", "--train-from-shard", "1", "--cache-fraction", "0.5",
+                 "--out", str(tmp_path / "m.pt"), "--iterations", "1"]) == 2
+    assert not (tmp_path / "m.pt").exists()

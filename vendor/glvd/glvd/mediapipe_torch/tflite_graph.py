@@ -124,7 +124,8 @@ def transform_landmarks(pts: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 class TFLiteGraph(nn.Module):
-    """Runs one converted graph: ``forward(x_nchw)`` -> list of outputs in TFLite (NHWC) shapes."""
+    """Runs one converted graph: ``forward(x_nchw)`` -> list of outputs in TFLite (NHWC) shapes;
+    ``forward_taps(x_nchw, taps=[...])`` also returns chosen intermediate tensors."""
 
     def __init__(self, graph: dict | str, tensors: dict[str, torch.Tensor]):
         super().__init__()
@@ -146,6 +147,28 @@ class TFLiteGraph(nn.Module):
 
     @torch.no_grad()
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        env = self._execute(inputs)
+        return [_to_nhwc(env[i]) for i in self.outputs]
+
+    @property
+    def intermediate(self) -> list[int]:
+        """The tensors :meth:`forward_taps` can return: each operator's output (TFLite tensor indices, in order)."""
+        return [op["out"][0] for op in self.ops]
+
+    @torch.no_grad()
+    def forward_taps(self, *inputs: torch.Tensor, taps: list[int] | tuple[int, ...]
+                     ) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+        """:meth:`forward`'s outputs (the same operators, the same numbers) and the tensors ``taps``
+        (indices from :attr:`intermediate`; ``self.shapes[i]`` gives each one's TFLite shape) as the graph
+        holds them: rank-4 activations NCHW, the rest in TFLite's layout."""
+        known = set(self.intermediate)
+        bad = [t for t in taps if t not in known]
+        if bad:
+            raise KeyError(f"not an operator's output: {bad}")
+        env = self._execute(inputs)
+        return [_to_nhwc(env[i]) for i in self.outputs], {t: env[t] for t in taps}
+
+    def _execute(self, inputs: tuple[torch.Tensor, ...]) -> dict[int, torch.Tensor]:
         env: dict[int, torch.Tensor] = dict(zip(self.inputs, inputs, strict=True))
 
         def get(i: int) -> torch.Tensor:
@@ -153,7 +176,7 @@ class TFLiteGraph(nn.Module):
 
         for op in self.ops:
             env[op["out"][0]] = self._run(op, get)
-        return [_to_nhwc(env[i]) for i in self.outputs]
+        return env
 
     def _run(self, op: dict, get) -> torch.Tensor:  # noqa: C901 - one branch per operator
         name, ins, o = op["op"], op["in"], op["opts"]

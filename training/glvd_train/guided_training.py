@@ -59,7 +59,7 @@ def with_chip_features(model: GLVD) -> GLVD:
     zero-initialised projections: its output is unchanged until training uses them)."""
     out = GLVD(ModelConfig.from_dict({**model.cfg.to_dict(), "chip_features": True}), model.template)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or set(missing) - {"keypoints.chip_proj.weight", "vertices.chip_proj.weight"}:
+    if unexpected or set(missing) - set(CHIP_LAYERS):
         raise ValueError(f"cannot add chip features: missing {missing}, unexpected {unexpected}")
     return out
 

@@ -146,21 +146,17 @@ class Reconstructor:
             self._identity = IdentityEncoder(self.device)
         found = [i for i, v in enumerate(views) if v.landmarks_dense is not None]
         imgs, pts = [images[i] for i in found], [views[i].landmarks_dense for i in found]
-        identity = np.zeros(self.model.cfg.identity_dim, np.float32)
-        landmarks = [v.landmarks68_crop for v in views]
-        if not self.model.cfg.chip_features:
-            if found:
-                identity = self._identity.describe(imgs, pts).mean(0)
-            return Guidance.of_views(identity, landmarks).to(self.device)
-        # per view the chip maps and where crop pixels land on the chip (zeros where no mesh was found)
-        maps = np.zeros((len(views), CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE), np.float32)
-        affine = np.zeros((len(views), 2, 3), np.float32)
-        if found:
-            desc, m, a = self._identity.describe_with_maps(imgs, pts)
-            identity = desc.mean(0)
+        # one backbone pass gives the descriptor and the chip maps (a chip-features model reads the maps too)
+        desc, m, a = self._identity.describe_with_maps(imgs, pts)
+        identity = desc.mean(0) if found else np.zeros(self.model.cfg.identity_dim, np.float32)
+        maps = affine = None
+        if self.model.cfg.chip_features:
+            # per view the chip maps and where crop pixels land on the chip (zeros where no mesh was found)
+            maps = np.zeros((len(views), CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, CHIP_MAP_SIZE), np.float32)
+            affine = np.zeros((len(views), 2, 3), np.float32)
             for j, i in enumerate(found):
                 maps[i], affine[i] = m[j], views[i].affine_from_crop(a[j])
-        return Guidance.of_views(identity, landmarks, maps, affine).to(self.device)
+        return Guidance.of_views(identity, [v.landmarks68_crop for v in views], maps, affine).to(self.device)
 
     def _pipeline(self, views: int, steps: int):
         """The CUDA-graph pipeline for this shape, captured on first use; None on the CPU, when disabled, or

@@ -22,8 +22,7 @@ import torch
 
 from .face_chip import (face_chip, five_points_from_68, five_points_from_mediapipe, five_points_from_predictor,
                         image_to_chip)
-from .facenet import (CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, DESCRIPTOR_DIM, describe, describe_with_maps,
-                      load_facenet)
+from .facenet import CHIP_MAP_CHANNELS, CHIP_MAP_SIZE, DESCRIPTOR_DIM, describe_with_maps, load_facenet
 
 ALIGNMENTS = ("mediapipe", "dlib5")
 
@@ -65,9 +64,7 @@ class IdentityEncoder:
 
     def describe(self, images: list[np.ndarray], points: list[np.ndarray]) -> np.ndarray:
         """``(V, 128)`` float32 descriptors, one per view."""
-        if not images:
-            return np.zeros((0, DESCRIPTOR_DIM), np.float32)
-        return describe(self.net, torch.from_numpy(self.chips(images, points))).cpu().numpy()
+        return self.describe_with_maps(images, points)[0]
 
     def describe_with_maps(self, images: list[np.ndarray], points: list[np.ndarray]
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -101,6 +101,20 @@ def test_ridge_recovers_a_linear_map_and_round_trips(tmp_path):
     np.testing.assert_allclose(r2.coefficients(desc[0]), r.coefficients(desc[0]))
 
 
+def test_ridge_is_scale_free_and_weights_the_modes_that_move_the_face():
+    rng = np.random.default_rng(2)
+    face = rng.normal(size=(300, 1, 128)) * 0.05  # descriptors are small numbers: the strength must not care
+    desc = face + rng.normal(size=(300, 3, 128)) * 0.01
+    ident = np.concatenate([face[:, 0, :5] * 20, rng.normal(size=(300, 20))], 1)  # 5 readable modes, 20 noise
+    r = DescriptorRidge.fit(desc, ident)
+    r10 = DescriptorRidge.fit(desc * 10, ident)
+    assert r10.lam == r.lam
+    np.testing.assert_allclose(r10.coefficients(desc[0] * 10), r.coefficients(desc[0]), atol=1e-6)
+    # weighting the readable modes (as the kit's large modes) makes the held-out R^2 about them
+    w = np.r_[np.ones(5), np.full(20, 1e-3)]
+    assert DescriptorRidge.fit(desc, ident, mode_weights=w).val_r2 > 0.8 > r.val_r2
+
+
 def test_spread_separates_people_and_ignores_similarity():
     rng = np.random.default_rng(1)
     base = rng.normal(size=(200, 3)) * 50

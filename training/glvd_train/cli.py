@@ -20,6 +20,8 @@ DELEGATED = {
               "landmarks and the identity descriptor computed once"),
     "ridge": ("glvd_train.descriptor_ridge", "fit baseline (f), the identity descriptor's ridge map to the kit's "
               "identity, on the feature cache"),
+    "prior": ("glvd_train.prior_refit", "refit a checkpoint's identity prior (the descriptor ridge times the kit's "
+              "identity basis) on the feature cache, the rest of the model unchanged"),
     "guided": ("glvd_train.guided_training", "train the fields to read the identity code and the landmarks, on "
                "the feature cache (whole unrolled descents; the encoder frozen)"),
     "expression": ("glvd_train.expression_training", "train the expression head (each photo's ARKit weights from "

@@ -86,7 +86,7 @@ def fit_prior(cache: Path, model: GLVD, rank: int, kit: str | None = None,
     from .descriptor_ridge import fit_from_cache
     from .synth.morphable import HeadModel
 
-    ridge = fit_from_cache(cache, skip_faces)
+    ridge = fit_from_cache(cache, skip_faces, kit)
     face = FaceModel.from_head(HeadModel.load(kit), model.template.triangles())
     n = face.mean.shape[0]
     M = ridge.W @ face.identity.double().numpy().reshape(face.num_identity, n * 3)  # [code, 1] -> offsets
